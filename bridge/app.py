@@ -1,0 +1,179 @@
+"""The composition root: builds every component, wires them, runs them, stops them.
+
+Shutdown is ordered and bounded (uvicorn, anycable): stop accepting → stop the
+upstream → close clients with 1001 and wait ≤ grace → close the HTTP session.
+No protocol or business logic lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+
+import aiohttp
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from bridge import __version__
+from bridge.bootstrap import IdentityResolver
+from bridge.config import Config
+from bridge.errors import RestFatal, RestRetryable
+from bridge.eventlog import MemoryEventLog
+from bridge.hub import Hub, Subscriber
+from bridge.logs import REDACTOR
+from bridge.metrics import Metrics
+from bridge.pipeline import Pipeline
+from bridge.ports import EventStore, LocalEventStore, LocalLease, UpstreamLease
+from bridge.rest import ChatwootREST
+from bridge.server import LocalServer
+from bridge.status import StatusBoard
+from bridge.upstream import Upstream
+
+
+log = structlog.get_logger("bridge.app")
+
+
+class Bridge:
+    """The daemon: one object per process (or per test).
+
+    Args:
+        cfg: the validated configuration.
+        registry: the Prometheus registry (a fresh one by default).
+        store: the event log (in memory by default).
+        lease: upstream ownership (always held by default).
+        clock: wall clock.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        registry: CollectorRegistry | None = None,
+        store: EventStore | None = None,
+        lease: UpstreamLease | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.metrics = Metrics.create(
+            registry or CollectorRegistry(auto_describe=True), __version__
+        )
+        if store is None:
+            log_ = MemoryEventLog(
+                secrets.token_hex(6), cfg.eventlog.replay_size, cfg.eventlog.dedupe_size
+            )
+            self.metrics.eventlog_entries.set_function(lambda: len(log_))
+            store = LocalEventStore(log_)
+        self.store = store
+        self.lease = lease or LocalLease()
+        self.status = StatusBoard(clock())
+        self.hub = Hub(on_slow=self._on_slow)
+        self.pipeline = Pipeline(self.store, self.hub, self.status, self.metrics, clock=clock)
+        self.server = LocalServer(
+            cfg.server,
+            self.hub,
+            self.store,
+            self.status,
+            self.metrics,
+            poll_window=cfg.poller.inactive_interval + cfg.rest.timeout,
+            clock=clock,
+        )
+        self.metrics.set_upstream_state(self.status.current.state)
+        self.url: str | None = None
+
+    async def run(
+        self, stop: asyncio.Event, *, on_ready: Callable[[str], None] | None = None
+    ) -> None:
+        """Run until ``stop`` is set, then shut down in order.
+
+        Raises:
+            Unauthorized: the API token is refused at startup (exit 1).
+            RestFatal: TLS or account configuration problems at startup (exit 1).
+        """
+        cfg = self.cfg
+        async with AsyncExitStack() as stack:
+            session = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=cfg.rest.concurrency * 2),
+                    trust_env=False,
+                )
+            )
+            rest = ChatwootREST(
+                session, cfg.upstream.url, cfg.upstream.api_token, cfg.rest, self.metrics
+            )
+            identity = IdentityResolver(
+                cfg.upstream,
+                rest,
+                on_secret=lambda s: REDACTOR.add([s]),
+                on_identity=lambda i: setattr(self.pipeline, "accounts", frozenset(i.account_ids)),
+            )
+            await self._bootstrap(identity)
+            upstream = Upstream(
+                cfg.upstream, identity, self.pipeline, self.metrics, clock=self.clock
+            )
+            runner = web.AppRunner(
+                self.server.build_app(), handle_signals=False, access_log=None, shutdown_timeout=1.0
+            )
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            site = web.TCPSite(runner, cfg.server.host, cfg.server.port, reuse_address=True)
+            await site.start()
+            self.url = _site_url(runner, cfg.server.host)
+            log.info("bridge.listening", url=self.url, version=__version__)
+            if on_ready is not None:
+                on_ready(self.url)
+            async with asyncio.TaskGroup() as tg:
+                upstream_task = tg.create_task(self._hold_upstream(upstream), name="upstream")
+                await stop.wait()
+                log.info("bridge.stopping")
+                await site.stop()
+                upstream_task.cancel()
+            await self._close_clients()
+            await self.lease.release()
+        log.info("bridge.stopped")
+
+    # Private methods
+
+    async def _bootstrap(self, identity: IdentityResolver) -> None:
+        """Read the profile once before listening: a wrong token fails fast and clearly."""
+        try:
+            await identity(False)
+        except RestRetryable as exc:
+            # Chatwoot may simply start after us; the upstream loop keeps trying.
+            log.warning("bootstrap.unreachable", error=str(exc))
+            return
+        except RestFatal as exc:
+            log.error("bootstrap.failed", error=str(exc))
+            raise
+
+    async def _hold_upstream(self, upstream: Upstream) -> None:
+        """Run the upstream while this node holds the lease."""
+        await self.lease.acquire()
+        await upstream.run()
+
+    async def _close_clients(self) -> None:
+        grace = self.cfg.server.shutdown_grace
+        self.server.close_clients()
+        try:
+            async with asyncio.timeout(grace):
+                await self.server.wait_no_clients()
+        except TimeoutError:
+            log.warning("bridge.shutdown_grace_exceeded", clients=len(self.server.clients))
+            for client in list(self.server.clients):
+                client.transport.abort()
+
+    def _on_slow(self, _: Subscriber) -> None:
+        log.info("client.slow_consumer")
+
+
+def _site_url(runner: web.AppRunner, host: str) -> str:
+    """The URL actually bound (port 0 picks a free one)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            bound_host = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
+            return f"http://{bound_host}:{address[1]}"
+    return f"http://{host}"

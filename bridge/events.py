@@ -1,0 +1,136 @@
+"""The normalised bridge event and its wire envelope (protocol.md §2).
+
+One frozen dataclass for every Chatwoot event: the envelope is the same for all of
+them and ``data`` keeps Chatwoot's push shape, so a class per event name would only
+repeat it. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, NewType
+
+
+AccountId = NewType("AccountId", int)
+ConversationId = NewType("ConversationId", int)  # Chatwoot's per-account display id
+
+Source = Literal["cable", "poll", "webhook"]
+SOURCES: tuple[Source, ...] = ("cable", "poll", "webhook")
+
+# Events that carry a whole conversation (push data) and replace the client's copy of
+# it; the older of two such events must not be published (chatwoot.md §2.5, PR #10876).
+CONVERSATION_STATE_EVENTS = frozenset(
+    {
+        "conversation.created",
+        "conversation.read",
+        "conversation.status_changed",
+        "conversation.updated",
+        "assignee.changed",
+        "team.changed",
+        "conversation.contact_changed",
+    }
+)
+
+# Every name Chatwoot broadcasts over ActionCable (chatwoot.md §2.3). Others pass
+# through unchanged and are counted as unknown.
+KNOWN_EVENTS = frozenset(
+    {
+        "message.created",
+        "message.updated",
+        "first.reply.created",
+        *CONVERSATION_STATE_EVENTS,
+        "conversation.typing_on",
+        "conversation.typing_off",
+        "conversation.mentioned",
+        "contact.created",
+        "contact.updated",
+        "contact.merged",
+        "contact.deleted",
+        "notification.created",
+        "notification.updated",
+        "notification.deleted",
+        "account.cache_invalidated",
+        "copilot.message.created",
+        "presence.update",
+    }
+)
+
+
+def format_time(ts: float) -> str:
+    """Unix seconds as ISO-8601 UTC, always with milliseconds (truncated) and a ``Z``.
+
+    One fixed width, so clients can compare the strings as well as parse them.
+    """
+    moment = datetime.fromtimestamp(ts, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One Chatwoot event, normalised.
+
+    Attributes:
+        name: Chatwoot's own event name, e.g. ``message.created``.
+        account_id: the account it belongs to (``data.account_id``).
+        conversation_id: the conversation's display id, or None.
+        source: where the bridge learnt of it.
+        occurred_at: Chatwoot's own time of the event, unix seconds, or None.
+        received_at: when the bridge received it, unix seconds.
+        data: Chatwoot's push shape with every ``pubsub_token`` removed.
+        dedupe_key: equal for two deliveries of the same fact, whatever their source.
+        version: for conversation state events, Chatwoot's float ``updated_at``.
+        inbox_id: the inbox, when the payload names it (for scopes and filters).
+    """
+
+    name: str
+    account_id: AccountId
+    conversation_id: ConversationId | None
+    source: Source
+    occurred_at: float | None
+    received_at: float
+    data: dict[str, Any]
+    dedupe_key: str | None = None
+    version: float | None = None
+    inbox_id: int | None = None
+    known: bool = field(default=True, compare=False)
+
+    def to_wire(self, epoch: str, seq: int) -> dict[str, Any]:
+        """The ``event`` frame of protocol.md §2."""
+        occurred = self.occurred_at if self.occurred_at is not None else self.received_at
+        return {
+            "type": "event",
+            "epoch": epoch,
+            "seq": seq,
+            "event": self.name,
+            "account_id": self.account_id,
+            "conversation_id": self.conversation_id,
+            "source": self.source,
+            "occurred_at": format_time(occurred),
+            "received_at": format_time(self.received_at),
+            "data": self.data,
+        }
+
+
+@dataclass(slots=True)
+class Entry:
+    """An event with its place in the log and its frame, encoded once for every client.
+
+    Attributes:
+        seq: position in the epoch, growing by one per published event.
+        event: the event.
+        text: the JSON ``event`` frame, shared by every client and by replay.
+    """
+
+    seq: int
+    event: Event
+    text: str
+    # Encodings for other transports, filled lazily and shared (WebSocket frame, SSE).
+    cache: dict[str, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, epoch: str, seq: int, event: Event) -> Entry:
+        """Encode the frame once."""
+        text = json.dumps(event.to_wire(epoch, seq), separators=(",", ":"), ensure_ascii=False)
+        return cls(seq, event, text)

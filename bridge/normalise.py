@@ -1,0 +1,273 @@
+"""Chatwoot payloads to bridge events: the only module that knows Chatwoot's shapes.
+
+Follows chatwoot.md §2.3-2.7: which field holds the conversation's display id, which
+of Chatwoot's mixed timestamps (unix int, unix float, ISO string) dates each event,
+and where ``pubsub_token`` leaks. Pure functions; unknown event names pass through
+unchanged, and nothing here raises on bad input: it returns :class:`Dropped`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Container, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from bridge.events import (
+    CONVERSATION_STATE_EVENTS,
+    KNOWN_EVENTS,
+    AccountId,
+    ConversationId,
+    Event,
+    Source,
+)
+
+
+DropReason = Literal["malformed", "no_account", "not_bridged"]
+
+# Keys removed wherever they appear in a payload: Chatwoot serialises whole
+# ContactInbox records into conversation push data (chatwoot.md §2.5).
+SECRET_KEYS = frozenset({"pubsub_token"})
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """A payload that does not become an event, and why (safe to log: no payload)."""
+
+    reason: DropReason
+    detail: str
+    name: str | None = None
+
+
+def parse_time(value: object) -> float | None:
+    """Chatwoot's mixed timestamps as unix seconds.
+
+    Unix ints (``created_at``), floats (conversation ``updated_at``) and ISO-8601
+    strings (message ``updated_at``, ``snoozed_until``) are all accepted; ``0`` is
+    Chatwoot's spelling of null (chatwoot.md §2.7).
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value <= 0:
+            return None
+        return float(value)
+    if isinstance(value, str) and value:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            return None
+        return moment.timestamp()
+    return None
+
+
+def as_id(value: object) -> int | None:
+    """A positive integer id; Chatwoot sends ints, some forks send digit strings."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, str) and value.isdigit() and len(value) < 19:
+        parsed = int(value)
+        return parsed if parsed > 0 else None
+    return None
+
+
+def scrub(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` without any :data:`SECRET_KEYS`, at any depth.
+
+    Iterative, so a deeply nested payload cannot exhaust the stack.
+    """
+    root: dict[str, Any] = {}
+    stack: list[tuple[Any, Any]] = [(data, root)]
+    while stack:
+        source, target = stack.pop()
+        if isinstance(source, Mapping):
+            for key, value in source.items():
+                if key not in SECRET_KEYS:
+                    target[key] = _shell(value, stack)
+        else:
+            target.extend(_shell(value, stack) for value in source)
+    return root
+
+
+def _shell(value: object, stack: list[tuple[Any, Any]]) -> object:
+    """An empty container to be filled later for containers, the value itself otherwise."""
+    if isinstance(value, Mapping):
+        copy: dict[str, Any] = {}
+        stack.append((value, copy))
+        return copy
+    if isinstance(value, list):
+        items: list[Any] = []
+        stack.append((value, items))
+        return items
+    return value
+
+
+def _dig(data: Mapping[str, Any], *path: str) -> object:
+    node: object = data
+    for key in path:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+# Per event: (conversation display id, inbox id, occurred_at) extractors.
+Extract = Callable[[Mapping[str, Any]], object]
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    conversation: Extract
+    inbox: Extract
+    occurred: Extract
+
+
+def _none(_: Mapping[str, Any]) -> object:
+    return None
+
+
+_MESSAGE = _Rule(
+    conversation=lambda d: d.get("conversation_id"),
+    inbox=lambda d: d.get("inbox_id"),
+    occurred=lambda d: d.get("created_at"),
+)
+_MESSAGE_UPDATED = _Rule(
+    conversation=lambda d: d.get("conversation_id"),
+    inbox=lambda d: d.get("inbox_id"),
+    occurred=lambda d: d.get("updated_at") or d.get("created_at"),
+)
+_CONVERSATION = _Rule(
+    conversation=lambda d: d.get("id"),
+    inbox=lambda d: d.get("inbox_id"),
+    occurred=lambda d: d.get("updated_at") or d.get("last_activity_at"),
+)
+_TYPING = _Rule(
+    conversation=lambda d: _dig(d, "conversation", "id"),
+    inbox=lambda d: _dig(d, "conversation", "inbox_id"),
+    occurred=_none,
+)
+
+
+def _notification_conversation(d: Mapping[str, Any]) -> object:
+    # primary_actor_id is the conversation's database id; its push data carries the
+    # display id that everything else uses.
+    if _dig(d, "notification", "primary_actor_type") != "Conversation":
+        return None
+    return _dig(d, "notification", "primary_actor", "id")
+
+
+_NOTIFICATION = _Rule(
+    conversation=_notification_conversation,
+    inbox=lambda d: _dig(d, "notification", "primary_actor", "inbox_id"),
+    occurred=lambda d: _dig(d, "notification", "created_at"),
+)
+# An update (read, snoozed) carries no time of its own: read_at is set only for reads
+# and last_activity_at belongs to the notification, not to this change.
+_NOTIFICATION_UPDATED = _Rule(
+    conversation=_notification_conversation, inbox=_NOTIFICATION.inbox, occurred=_none
+)
+_NO_CONVERSATION = _Rule(conversation=_none, inbox=_none, occurred=_none)
+
+RULES: dict[str, _Rule] = {
+    "message.created": _MESSAGE,
+    "first.reply.created": _MESSAGE,
+    "message.updated": _MESSAGE_UPDATED,
+    **dict.fromkeys(CONVERSATION_STATE_EVENTS, _CONVERSATION),
+    "conversation.mentioned": _CONVERSATION,
+    "conversation.typing_on": _TYPING,
+    "conversation.typing_off": _TYPING,
+    "notification.created": _NOTIFICATION,
+    "notification.updated": _NOTIFICATION_UPDATED,
+    "notification.deleted": _Rule(_notification_conversation, _none, _none),
+    "copilot.message.created": _Rule(_none, _none, lambda d: d.get("created_at")),
+}
+
+
+def _dedupe_key(
+    name: str,
+    account_id: int,
+    conversation_id: int | None,
+    data: Mapping[str, Any],
+    version: float | None,
+) -> str | None:
+    """Equal for the same fact however it arrived (cable, REST, webhook)."""
+    if name in ("message.created", "first.reply.created"):
+        message_id = as_id(data.get("id"))
+        return f"{name}:{message_id}" if message_id else None
+    if name == "message.updated":
+        message_id = as_id(data.get("id"))
+        updated = data.get("updated_at")
+        if message_id and isinstance(updated, str):
+            return f"{name}:{message_id}:{updated}"
+        return None
+    if name in CONVERSATION_STATE_EVENTS and conversation_id and version is not None:
+        return f"{name}:{account_id}:{conversation_id}:{version!r}"
+    if name == "contact.created":
+        contact_id = as_id(data.get("id"))
+        return f"{name}:{account_id}:{contact_id}" if contact_id else None
+    return None
+
+
+def build(
+    name: str,
+    data: Mapping[str, Any],
+    *,
+    source: Source,
+    received_at: float,
+    accounts: Container[int] | None,
+) -> Event | Dropped:
+    """Normalise one event in Chatwoot's push shape, from any source.
+
+    Args:
+        name: Chatwoot's event name (dotted).
+        data: the push-shaped payload.
+        source: where it came from.
+        received_at: when the bridge received it.
+        accounts: the bridged account ids; None bridges every account.
+    """
+    account_id = as_id(data.get("account_id"))
+    if account_id is None:
+        return Dropped("no_account", "data.account_id is missing or not an id", name)
+    # The pubsub token is per user, not per account: an agent in several accounts gets
+    # every account's events on one stream (chatwoot.md §2.2).
+    if accounts is not None and account_id not in accounts:
+        return Dropped("not_bridged", f"account {account_id} is not bridged", name)
+    rule = RULES.get(name, _NO_CONVERSATION)
+    conversation_id = as_id(rule.conversation(data))
+    version = None
+    if name in CONVERSATION_STATE_EVENTS:
+        updated = data.get("updated_at")
+        version = parse_time(updated)
+    return Event(
+        name=name,
+        account_id=AccountId(account_id),
+        conversation_id=ConversationId(conversation_id) if conversation_id else None,
+        source=source,
+        occurred_at=parse_time(rule.occurred(data)),
+        received_at=received_at,
+        data=scrub(data),
+        dedupe_key=_dedupe_key(name, account_id, conversation_id, data, version),
+        version=version,
+        inbox_id=as_id(rule.inbox(data)),
+        known=name in KNOWN_EVENTS,
+    )
+
+
+def from_cable(
+    payload: object, *, received_at: float, accounts: Container[int] | None
+) -> Event | Dropped:
+    """Normalise the ``message`` of an ActionCable broadcast: ``{"event": …, "data": {…}}``."""
+    if not isinstance(payload, Mapping):
+        return Dropped("malformed", "broadcast message is not an object")
+    name = payload.get("event")
+    data = payload.get("data")
+    if not isinstance(name, str) or not name or len(name) > 200:
+        return Dropped("malformed", "broadcast without an event name")
+    if not isinstance(data, Mapping):
+        return Dropped("malformed", "broadcast data is not an object", name)
+    return build(name, data, source="cable", received_at=received_at, accounts=accounts)

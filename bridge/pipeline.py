@@ -1,0 +1,99 @@
+"""The publish path: normalise, append to the event log, fan out, and count it all.
+
+upstream text → ``normalise`` → ``EventStore.append`` (dedupe, staleness, seq) →
+``Hub.publish`` (encode once) → clients. Every source (cable, REST, webhooks) joins
+here, so the same fact is published once whichever source delivers it first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Container
+
+import structlog
+
+from bridge.eventlog import Duplicate, Stale
+from bridge.events import Entry, Event
+from bridge.hub import Hub
+from bridge.metrics import Metrics, event_label
+from bridge.normalise import Dropped, from_cable
+from bridge.ports import EventStore
+from bridge.status import StatusBoard
+from bridge.upstream import CableState
+
+
+log = structlog.get_logger("bridge.pipeline")
+
+
+class Pipeline:
+    """Turns upstream payloads into published entries.
+
+    Args:
+        store: the event log.
+        hub: the fan-out.
+        status: the upstream state shown to clients.
+        metrics: the metric objects.
+        clock: wall clock.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        hub: Hub,
+        status: StatusBoard,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self.status = status
+        self.metrics = metrics
+        self.clock = clock
+        # The bridged account ids; nothing is published until the identity is known.
+        self.accounts: Container[int] = frozenset()
+
+    # UpstreamListener
+
+    def cable_state(self, state: CableState, reason: str) -> None:
+        """Reflect the cable's state (the poller refines this in polling mode)."""
+        log.info("upstream.state", state=state.value, reason=reason)
+        self.status.set(state.value, reason, self.clock())
+
+    async def cable_message(self, payload: object, received_at: float) -> None:
+        """A broadcast from the cable."""
+        result = from_cable(payload, received_at=received_at, accounts=self.accounts)
+        if isinstance(result, Dropped):
+            self.metrics.events_dropped.labels(reason=result.reason).inc()
+            if result.reason == "malformed":
+                log.warning("event.malformed", detail=result.detail, event_name=result.name)
+            return
+        await self.publish(result)
+
+    # Public methods
+
+    async def publish(self, event: Event) -> Entry | None:
+        """Publish ``event`` unless it duplicates or is older than what clients have."""
+        metrics = self.metrics
+        label = event_label(event.name)
+        metrics.events_received.labels(source=event.source, event=label).inc()
+        if not event.known:
+            log.info("event.unknown", event_name=event.name[:100], account_id=event.account_id)
+        result = await self.store.append(event)
+        if isinstance(result, Duplicate):
+            metrics.events_deduplicated.labels(source=event.source).inc()
+            return None
+        if isinstance(result, Stale):
+            metrics.events_stale_dropped.inc()
+            log.debug("event.stale", event_name=event.name, conversation_id=event.conversation_id)
+            return None
+        delivered = self.hub.publish(result)
+        now = self.clock()
+        metrics.events_published.labels(event=label).inc()
+        metrics.deliveries.inc(delivered)
+        metrics.fanout_latency.observe(max(0.0, now - event.received_at))
+        if event.occurred_at is not None:
+            metrics.event_lag.labels(source=event.source).observe(max(0.0, now - event.occurred_at))
+        metrics.last_event.set(now)
+        metrics.eventlog_seq.set(result.seq)
+        return result
