@@ -241,7 +241,6 @@ class LocalServer:
         self._no_clients.clear()
         gauge = self.metrics.clients_connected.labels(transport="ws")
         gauge.inc()
-        reason = "client_closed"
         try:
             with self.hub.subscription(client):
                 await self._start(client, resume)
@@ -249,13 +248,13 @@ class LocalServer:
                     tg.create_task(self._closer(client))
                     await self._read(client)
                     client.close(client.close_code or 1000, client.close_reason)
-            reason = _disconnect_reason(client)
         finally:
+            # aiohttp may cancel this handler once the transport is gone; account here.
             self.clients.discard(client)
             if not self.clients:
                 self._no_clients.set()
             gauge.dec()
-            self.metrics.client_disconnects.labels(reason=reason).inc()
+            self.metrics.client_disconnects.labels(reason=_disconnect_reason(client)).inc()
             if not transport.is_closing() and client.close_code == 4029:
                 transport.abort()
         return ws
