@@ -82,7 +82,7 @@ async def test_server_side_disconnect_and_restart_are_survived(rails_peer: Rails
 
 
 async def test_rotated_pubsub_token_is_recovered_through_the_profile(rails_peer: RailsPeer):
-    """A token that stopped working gets silence; the bridge re-reads the profile on a new socket."""
+    """A token that stopped working meets silence; the bridge re-reads the profile, new socket."""
     async with (
         running_bridge(bridge_env(rails_peer, CHATWOOT_ACCOUNT_IDS="1")) as (_, url),
         LocalClient.connect(url) as client,
