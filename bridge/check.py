@@ -32,7 +32,9 @@ class _Probe:
     def cable_state(self, state: CableState, reason: str) -> None:
         self.state = state
 
-    async def cable_message(self, payload: object, received_at: float) -> None:
+    async def cable_message(
+        self, payload: object, received_at: float, account_id: int | None
+    ) -> None:
         self.messages += 1
 
 

@@ -21,6 +21,7 @@ import structlog
 
 from bridge import __version__, config, logs
 from bridge.errors import ConfigError, RestFatal
+from bridge.simulator import cli as sim_cli
 
 
 log = structlog.get_logger("bridge.cli")
@@ -51,13 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     common(check)
 
     sim = sub.add_parser("simulate", help="run the bundled Chatwoot simulator")
-    sim.add_argument(
-        "--listen", default="127.0.0.1:3000", help="host:port (default 127.0.0.1:3000)"
-    )
-    sim.add_argument(
-        "--rate", type=float, default=1.0, help="generated events per second (0: none)"
-    )
-    sim.add_argument("--seed", type=int, default=None, help="random seed for reproducible traffic")
+    sim_cli.add_arguments(sim)
     sim.add_argument("--log-level", choices=config.LOG_LEVELS, default="info")
 
     demo = sub.add_parser("demo", help="simulator + bridge together, with live events printed")
@@ -185,17 +180,17 @@ def _cmd_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from bridge.simulator import SimConfig, serve  # noqa: PLC0415
+    from bridge.simulator import serve  # noqa: PLC0415
 
-    host, port = config.parse_listen(args.listen)
+    sim_cfg = sim_cli.config_from_args(args)
     logs.configure(config.LogConfig(level=args.log_level))
-    sim_cfg = SimConfig(host=host, port=port, rate=args.rate, seed=args.seed)
 
     def ready(url: str) -> None:
         sys.stdout.write(
             f"Chatwoot simulator on {url}\n"
-            f"  CHATWOOT_URL={url} CHATWOOT_API_TOKEN={sim_cfg.api_token}\n"
-            f"  cable: {url.replace('http', 'ws', 1)}/cable   control: {url}/_sim/state\n"
+            f"  ActionCable {url.replace('http', 'ws', 1)}/cable   control {url}/_sim/state\n"
+            f"  point the bridge at it: CHATWOOT_URL={url} "
+            f"CHATWOOT_API_TOKEN={sim_cfg.api_token} chatwoot-bridge run\n"
         )
         sys.stdout.flush()
 

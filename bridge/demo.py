@@ -33,7 +33,12 @@ class DemoOptions:
 
 async def demo(opts: DemoOptions, stop: asyncio.Event, out: TextIO) -> int:
     """Run until ``stop`` is set or ``duration`` passes; return an exit status."""
-    sim_cfg = SimConfig(host=opts.sim_host, port=opts.sim_port, rate=opts.rate, seed=opts.seed)
+    sim_cfg = SimConfig(
+        host=opts.sim_host,
+        port=opts.sim_port,
+        rate=opts.rate,
+        seed=0 if opts.seed is None else opts.seed,
+    )
     sim_stop = asyncio.Event()
     bridge_stop = asyncio.Event()
     sim_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()

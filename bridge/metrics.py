@@ -141,7 +141,8 @@ class Metrics:
             ),
             events_dropped=Counter(
                 p + "events_dropped",
-                "Upstream payloads not published, by reason (malformed, no_account, not_bridged).",
+                "Upstream payloads not published, by reason "
+                "(malformed, no_account, not_bridged, other_subscription).",
                 ["reason"],
                 registry=r,
             ),
@@ -230,7 +231,7 @@ class Metrics:
         for source in SOURCES:
             metrics.events_deduplicated.labels(source=source)
             metrics.event_lag.labels(source=source)
-        for reason in ("malformed", "no_account", "not_bridged"):
+        for reason in ("malformed", "no_account", "not_bridged", "other_subscription"):
             metrics.events_dropped.labels(reason=reason)
         for reason in ("timeout", "rejected"):
             metrics.subscribe_failures.labels(reason=reason)

@@ -24,7 +24,7 @@ from bridge.events import (
 )
 
 
-DropReason = Literal["malformed", "no_account", "not_bridged"]
+DropReason = Literal["malformed", "no_account", "not_bridged", "other_subscription"]
 
 # Keys removed wherever they appear in a payload: Chatwoot serialises whole
 # ContactInbox records into conversation push data (chatwoot.md §2.5).
@@ -220,6 +220,7 @@ def build(
     source: Source,
     received_at: float,
     accounts: Container[int] | None,
+    via_account: int | None = None,
 ) -> Event | Dropped:
     """Normalise one event in Chatwoot's push shape, from any source.
 
@@ -229,6 +230,7 @@ def build(
         source: where it came from.
         received_at: when the bridge received it.
         accounts: the bridged account ids; None bridges every account.
+        via_account: the account of the cable subscription it arrived on, if any.
     """
     account_id = as_id(data.get("account_id"))
     if account_id is None:
@@ -237,6 +239,10 @@ def build(
     # every account's events on one stream (chatwoot.md §2.2).
     if accounts is not None and account_id not in accounts:
         return Dropped("not_bridged", f"account {account_id} is not bridged", name)
+    # Every subscription streams the user's token, so a broadcast to the token arrives
+    # once per subscription; the copy on the event's own account subscription is kept.
+    if via_account is not None and account_id != via_account:
+        return Dropped("other_subscription", f"copy of an account {account_id} event", name)
     rule = RULES.get(name, _NO_CONVERSATION)
     conversation_id = as_id(rule.conversation(data))
     version = None
@@ -259,9 +265,16 @@ def build(
 
 
 def from_cable(
-    payload: object, *, received_at: float, accounts: Container[int] | None
+    payload: object,
+    *,
+    received_at: float,
+    accounts: Container[int] | None,
+    via_account: int | None = None,
 ) -> Event | Dropped:
-    """Normalise the ``message`` of an ActionCable broadcast: ``{"event": …, "data": {…}}``."""
+    """Normalise the ``message`` of an ActionCable broadcast: ``{"event": …, "data": {…}}``.
+
+    ``via_account`` is the account of the RoomChannel subscription the frame came on.
+    """
     if not isinstance(payload, Mapping):
         return Dropped("malformed", "broadcast message is not an object")
     name = payload.get("event")
@@ -270,4 +283,11 @@ def from_cable(
         return Dropped("malformed", "broadcast without an event name")
     if not isinstance(data, Mapping):
         return Dropped("malformed", "broadcast data is not an object", name)
-    return build(name, data, source="cable", received_at=received_at, accounts=accounts)
+    return build(
+        name,
+        data,
+        source="cable",
+        received_at=received_at,
+        accounts=accounts,
+        via_account=via_account,
+    )

@@ -60,9 +60,13 @@ class Pipeline:
         log.info("upstream.state", state=state.value, reason=reason)
         self.status.set(state.value, reason, self.clock())
 
-    async def cable_message(self, payload: object, received_at: float) -> None:
-        """A broadcast from the cable."""
-        result = from_cable(payload, received_at=received_at, accounts=self.accounts)
+    async def cable_message(
+        self, payload: object, received_at: float, account_id: int | None
+    ) -> None:
+        """A broadcast from the cable, on the subscription of ``account_id``."""
+        result = from_cable(
+            payload, received_at=received_at, accounts=self.accounts, via_account=account_id
+        )
         if isinstance(result, Dropped):
             self.metrics.events_dropped.labels(reason=result.reason).inc()
             if result.reason == "malformed":

@@ -62,8 +62,10 @@ class UpstreamListener(Protocol):
     def cable_state(self, state: CableState, reason: str) -> None:
         """The cable changed state."""
 
-    async def cable_message(self, payload: object, received_at: float) -> None:
-        """A broadcast arrived on a confirmed subscription."""
+    async def cable_message(
+        self, payload: object, received_at: float, account_id: int | None
+    ) -> None:
+        """A broadcast arrived on the subscription of ``account_id``."""
 
 
 IdentitySource = Callable[[bool], Awaitable[Identity]]
@@ -124,6 +126,8 @@ class Upstream:
         self._clock = clock
         self._backoff = Backoff(cfg.reconnect_delays, rng=rng)
         self._sockets = 0
+        # Identifier of each subscription of the current socket -> its account.
+        self._subscribed: dict[str, int] = {}
         self.state = CableState.CONNECTING
         # Wall time of the last frame received on any socket: where a gap fill starts.
         self.last_frame_at: float | None = None
@@ -232,8 +236,12 @@ class Upstream:
         now = loop.time()
         client = ac.CableClient(now)
         token = identity.pubsub_token.get()
-        for account_id in identity.account_ids:
-            client.subscribe(ac.room_identifier(token, account_id, identity.user_id), now)
+        self._subscribed = {
+            ac.room_identifier(token, account_id, identity.user_id): account_id
+            for account_id in identity.account_ids
+        }
+        for identifier in self._subscribed:
+            client.subscribe(identifier, now)
         live = False
         next_presence = now + cfg.presence_interval
         while True:
@@ -292,10 +300,14 @@ class Upstream:
         """Act on one event; a :class:`SessionEnd` ends the socket, True means all confirmed."""
         frames = self._metrics.upstream_frames
         match event:
-            case ac.Message(_, payload):
+            case ac.Message(identifier, payload):
                 frames.labels(type="message").inc()
                 try:
-                    await self._listener.cable_message(payload, self.last_frame_at or self._clock())
+                    await self._listener.cable_message(
+                        payload,
+                        self.last_frame_at or self._clock(),
+                        self._subscribed.get(identifier),
+                    )
                 except Exception as exc:  # one bad event must not take the cable down
                     log.exception("upstream.publish_error", error_type=type(exc).__name__)
             case ac.Ping():

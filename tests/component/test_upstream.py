@@ -25,14 +25,18 @@ class Listener:
     def __init__(self) -> None:
         self.states: list[tuple[CableState, str]] = []
         self.messages: list[object] = []
+        self.accounts: list[int | None] = []
         self.changed = asyncio.Condition()
 
     def cable_state(self, state: CableState, reason: str) -> None:
         self.states.append((state, reason))
         asyncio.get_running_loop().create_task(self._notify())
 
-    async def cable_message(self, payload: object, received_at: float) -> None:
+    async def cable_message(
+        self, payload: object, received_at: float, account_id: int | None
+    ) -> None:
         self.messages.append(payload)
+        self.accounts.append(account_id)
         await self._notify()
 
     async def _notify(self) -> None:
@@ -109,6 +113,8 @@ async def test_subscribes_every_account_with_the_dashboard_identifier(cable, met
         await cable.broadcast({"event": "message.created", "data": {"account_id": 1}})
         await listener.wait(lambda: len(listener.messages) == 2)
         assert listener.messages[0] == {"event": "message.created", "data": {"account_id": 1}}
+        # the same broadcast arrives on both subscriptions, each tagged with its account
+        assert listener.accounts == [1, 2]
         assert up.state is CableState.LIVE
         assert up.last_frame_at is not None
     finally:

@@ -98,6 +98,16 @@ def test_events_of_unbridged_accounts_are_dropped():
     assert result == Dropped("not_bridged", "account 2 is not bridged", "message.created")
 
 
+def test_token_stream_copies_on_other_subscriptions_are_dropped():
+    """A token broadcast arrives once per subscription; only the own account's copy is kept."""
+    frame = load_fixture("cable/message.created.json")
+    kept = from_cable(frame["message"], received_at=1.0, accounts=None, via_account=1)
+    copy = from_cable(frame["message"], received_at=1.0, accounts=None, via_account=2)
+    assert not isinstance(kept, Dropped)
+    assert isinstance(copy, Dropped)
+    assert copy.reason == "other_subscription"
+
+
 def test_unknown_event_passes_through():
     """An unknown name is kept with its data, flagged as unknown."""
     event = _normalise("variants/unknown_event.some.future_event.json")
