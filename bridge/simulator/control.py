@@ -40,6 +40,7 @@ def add_routes(router: web.UrlDispatcher, sim: Simulator) -> None:
     router.add_get("/_sim/messages", control.ground_truth)
     router.add_post(r"/_sim/messages/{message_id:\d+}/status", control.message_status)
     router.add_post("/_sim/typing", control.typing)
+    router.add_post(r"/_sim/users/{user_id:\d+}/rotate_token", control.rotate_token)
     router.add_get("/_sim/requests", control.requests)
     router.add_delete("/_sim/requests", control.clear_requests)
 
@@ -83,6 +84,11 @@ class _Control:
 
     async def restart(self, _request: web.Request) -> web.Response:
         return web.json_response({"disconnected": self._sim.server_restart()})
+
+    async def rotate_token(self, request: web.Request) -> web.Response:
+        user_id = int(request.match_info["user_id"])
+        _guard(lambda: self._sim.rotate_pubsub_token(user_id))
+        return web.json_response({"user_id": user_id, "rotated": True})
 
     async def traffic(self, request: web.Request) -> web.Response:
         rate = _req(await _body(request), "rate", float)

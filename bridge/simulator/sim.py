@@ -52,6 +52,7 @@ class Simulator:
         self.traffic = TrafficGenerator(
             self.world, self.publish, clock=clock, seed=cfg.seed, rate=cfg.rate
         )
+        self._rotations = 0
 
     # Public methods: lifecycle
 
@@ -127,6 +128,17 @@ class Simulator:
         return self.disconnect("server_restart", reconnect=True)
 
     # Public methods: traffic
+
+    def rotate_pubsub_token(self, user_id: int) -> str:
+        """Give a user a new pubsub token, as a password change does (chatwoot.md §4.2).
+
+        Open subscriptions keep streaming the old token, which nothing broadcasts to any
+        more; a new subscription with the old token fails silently.
+        """
+        user = self.world.user(user_id)
+        user.pubsub_token = f"{user.pubsub_token.split('~')[0]}~{self._rotations + 1}"
+        self._rotations += 1
+        return user.pubsub_token
 
     def set_rate(self, rate: float) -> None:
         """Generated events per second; 0 pauses."""

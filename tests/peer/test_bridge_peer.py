@@ -68,7 +68,7 @@ async def test_server_side_disconnect_and_restart_are_survived(rails_peer: Rails
         await client.wait_status("connecting", after=at)
         await client.wait_status("live", after=at)
         await rails_peer.broadcast_event("message.created", message(1))
-        await client.wait_for(lambda f: f.get("type") == "event" and f["data"]["id"] == 1001)
+        await client.wait_for(lambda f: f.get("type") == "event" and f["data"].get("id") == 1001)
 
         at = client.mark()
         await rails_peer.kill()
@@ -76,7 +76,7 @@ async def test_server_side_disconnect_and_restart_are_survived(rails_peer: Rails
         await rails_peer.start()
         await client.wait_status("live", after=at, timeout=15)
         await rails_peer.broadcast_event("message.created", message(2))
-        await client.wait_for(lambda f: f.get("type") == "event" and f["data"]["id"] == 1002)
+        await client.wait_for(lambda f: f.get("type") == "event" and f["data"].get("id") == 1002)
         assert bridge.metrics.upstream_reconnects._value.get() >= 2
         assert stats["confirmations_total"] >= 2
 
@@ -96,7 +96,7 @@ async def test_rotated_pubsub_token_is_recovered_through_the_profile(rails_peer:
         await rails_peer.wait_for_log("Could not execute command", within=10)
         await client.wait_status("live", after=at, timeout=15)
         await rails_peer.broadcast_event("message.created", message(3))
-        frame = await client.wait_for(lambda f: f.get("type") == "event")
+        frame = await client.wait_for(lambda f: f.get("event") == "message.created")
         assert frame["data"]["id"] == 1003
 
 
