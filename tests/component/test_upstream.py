@@ -290,3 +290,26 @@ async def test_malformed_frames_are_counted_not_fatal(cable, metrics):
         assert len(cable.connections) == 1
     finally:
         await stop(task)
+
+
+async def test_untrusted_cable_certificate_is_fatal(metrics):
+    """wss:// with a certificate the system does not trust is a clear TLS error."""
+    import ssl  # noqa: PLC0415
+
+    import trustme  # noqa: PLC0415
+    from websockets.asyncio.server import serve  # noqa: PLC0415
+
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+
+    async def handler(ws) -> None:
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0, ssl=ctx) as server:
+        port = server.sockets[0].getsockname()[1]
+        cfg = upstream_cfg(f"wss://127.0.0.1:{port}/cable")
+        up = Upstream(cfg, Identities(), Listener(), metrics)
+        end = await asyncio.wait_for(up.attempt(), 5)
+    assert end.fatal
+    assert "TLS error" in end.reason

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 
 from bridge.app import Bridge
@@ -13,13 +12,6 @@ from .conftest import RunningSim
 
 def message_ids(client: LocalClient) -> list[int]:
     return [f["data"]["id"] for f in client.events("message.created")]
-
-
-async def wait_subscriptions(sim: RunningSim, confirmed: int) -> None:
-    """Until the simulator has ``confirmed`` live RoomChannel subscriptions."""
-    async with asyncio.timeout(10):
-        while sim.sim.cable.subscription_counts()["confirmed"] < confirmed:
-            await asyncio.sleep(0.01)
 
 
 async def test_events_reach_filtered_clients_exactly_once(simulator: RunningSim):
