@@ -248,6 +248,9 @@ class LocalServer:
                     tg.create_task(self._closer(client))
                     await self._read(client)
                     client.close(client.close_code or 1000, client.close_reason)
+        except* ConnectionError:
+            # The client went away while a frame was being written.
+            client.close(1006, "connection lost")
         finally:
             # aiohttp may cancel this handler once the transport is gone; account here.
             self.clients.discard(client)

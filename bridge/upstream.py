@@ -128,6 +128,8 @@ class Upstream:
         self._sockets = 0
         # Identifier of each subscription of the current socket -> its account.
         self._subscribed: dict[str, int] = {}
+        # Whether the current socket's subscriptions have all been confirmed.
+        self._live = False
         self.state = CableState.CONNECTING
         # Wall time of the last frame received on any socket: where a gap fill starts.
         self.last_frame_at: float | None = None
@@ -231,6 +233,17 @@ class Upstream:
     async def _converse(
         self, ws: ClientConnection, identity: Identity, *, until_live: bool
     ) -> SessionEnd:
+        self._live = False
+        try:
+            return await self._read_until_end(ws, identity, until_live=until_live)
+        except websockets.ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else None
+            log.info("upstream.closed", code=code)
+            return SessionEnd(f"cable closed (code {code})", was_live=self._live)
+
+    async def _read_until_end(
+        self, ws: ClientConnection, identity: Identity, *, until_live: bool
+    ) -> SessionEnd:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -242,57 +255,64 @@ class Upstream:
         }
         for identifier in self._subscribed:
             client.subscribe(identifier, now)
-        live = False
         next_presence = now + cfg.presence_interval
         while True:
             deadline = client.next_deadline(cfg.stale_after, cfg.subscribe_timeout)
-            if cfg.presence and live:
+            heartbeat = cfg.presence and self._live
+            if heartbeat:
                 deadline = min(deadline, next_presence)
             try:
                 async with asyncio.timeout_at(deadline):
                     text = await ws.recv()
             except TimeoutError:
                 now = loop.time()
-                if client.overdue(now, cfg.subscribe_timeout):
-                    self._metrics.subscribe_failures.labels(reason="timeout").inc()
-                    log.warning("upstream.subscribe_timeout", timeout=cfg.subscribe_timeout)
-                    return SessionEnd(
-                        f"subscription not confirmed within {cfg.subscribe_timeout:g} s",
-                        refresh=True,
-                        was_live=live,
-                    )
-                if client.is_stale(now, cfg.stale_after):
-                    log.warning(
-                        "upstream.stale", silent_for=round(now - client.last_heartbeat_at, 3)
-                    )
-                    return SessionEnd(f"no ping for {cfg.stale_after:g} s", was_live=live)
-                if cfg.presence and live and now >= next_presence:
-                    for identifier, state in client.subscriptions.items():
-                        if state is ac.SubscriptionState.CONFIRMED:
-                            client.perform(identifier, "update_presence")
+                end = self._check_timers(client, now)
+                if end is not None:
+                    return end
+                if heartbeat and now >= next_presence:
                     next_presence = now + cfg.presence_interval
+                    self._heartbeat(client)
                     await self._flush(ws, client)
                 continue
-            except websockets.ConnectionClosed as exc:
-                code = exc.rcvd.code if exc.rcvd else None
-                log.info("upstream.closed", code=code)
-                return SessionEnd(f"cable closed (code {code})", was_live=live)
             now = loop.time()
             self.last_frame_at = self._clock()
             self._metrics.upstream_last_frame.set(self.last_frame_at)
             client.receive_text(text, now)
             await self._flush(ws, client)
             for event in client.events_received():
-                end = await self._handle(event, client, live)
-                if isinstance(end, SessionEnd):
-                    return end
-                if end and not live:
-                    live = True
+                end_or_confirmed = await self._handle(event, client, self._live)
+                if isinstance(end_or_confirmed, SessionEnd):
+                    return end_or_confirmed
+                if end_or_confirmed and not self._live:
+                    self._live = True
                     next_presence = now + cfg.presence_interval
                     log.info("upstream.live", accounts=list(identity.account_ids))
                     self._set_state(CableState.LIVE, "subscribed")
                     if until_live:
                         return SessionEnd("probe complete", was_live=True)
+
+    def _check_timers(self, client: ac.CableClient, now: float) -> SessionEnd | None:
+        """The subscribe timeout and the staleness rule, checked when a deadline passes."""
+        cfg = self.cfg
+        if client.overdue(now, cfg.subscribe_timeout):
+            self._metrics.subscribe_failures.labels(reason="timeout").inc()
+            log.warning("upstream.subscribe_timeout", timeout=cfg.subscribe_timeout)
+            return SessionEnd(
+                f"subscription not confirmed within {cfg.subscribe_timeout:g} s",
+                refresh=True,
+                was_live=self._live,
+            )
+        if client.is_stale(now, cfg.stale_after):
+            log.warning("upstream.stale", silent_for=round(now - client.last_heartbeat_at, 3))
+            return SessionEnd(f"no ping for {cfg.stale_after:g} s", was_live=self._live)
+        return None
+
+    @staticmethod
+    def _heartbeat(client: ac.CableClient) -> None:
+        """update_presence on every confirmed subscription (BRIDGE_PRESENCE=on only)."""
+        for identifier, state in client.subscriptions.items():
+            if state is ac.SubscriptionState.CONFIRMED:
+                client.perform(identifier, "update_presence")
 
     async def _handle(
         self, event: ac.CableEvent, client: ac.CableClient, live: bool

@@ -270,3 +270,25 @@ async def test_oversized_client_frame_closes_with_1009(aiohttp_client, metrics):
     msg = await asyncio.wait_for(ws.receive(), 5)
     assert msg.type is WSMsgType.CLOSE
     assert ws.close_code == 1009
+
+
+async def test_client_vanishing_during_replay_is_harmless(rig: Rig):
+    """A client that drops mid-replay is cleaned up; the server keeps serving others."""
+    for n in range(1, 6):
+        await rig.pipeline.publish(
+            Event(
+                "message.created",
+                AccountId(1),
+                ConversationId(1),
+                "cable",
+                None,
+                0.0,
+                {"blob": "x" * 200_000, "n": n},
+            )
+        )
+    ws = await rig.client.ws_connect("/ws?since=ep1:0")
+    await recv(ws)
+    ws._response.connection.transport.abort()  # no close frame, mid-replay
+    await asyncio.wait_for(rig.server.wait_no_clients(), 5)
+    async with rig.client.ws_connect("/ws") as other:
+        assert (await recv(other))["type"] == "welcome"
