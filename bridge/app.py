@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from bridge import __version__
 from bridge.bootstrap import IdentityResolver
+from bridge.cache import MessageCache
 from bridge.config import Config
 from bridge.errors import RestFatal, RestRetryable
 from bridge.eventlog import MemoryEventLog
@@ -27,11 +28,14 @@ from bridge.hub import Hub, Subscriber
 from bridge.logs import REDACTOR
 from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline
+from bridge.poller import Poller
 from bridge.ports import EventStore, LocalEventStore, LocalLease, UpstreamLease
 from bridge.rest import ChatwootREST
 from bridge.server import LocalServer
-from bridge.status import StatusBoard
-from bridge.upstream import Upstream
+from bridge.status import StatusBoard, UpstreamHealth
+from bridge.sync import Syncer, remember
+from bridge.tracking import ConversationTracker
+from bridge.upstream import Identity, Upstream
 
 
 log = structlog.get_logger("bridge.app")
@@ -71,8 +75,24 @@ class Bridge:
         self.store = store
         self.lease = lease or LocalLease()
         self.status = StatusBoard(clock())
+        self.health = UpstreamHealth(self.status, cfg.poller.max_retries)
         self.hub = Hub(on_slow=self._on_slow)
-        self.pipeline = Pipeline(self.store, self.hub, self.status, self.metrics, clock=clock)
+        self.pipeline = Pipeline(self.store, self.hub, self.metrics, clock=clock)
+        self.cache = MessageCache(
+            cfg.cache.max_messages,
+            cfg.cache.ttl,
+            on_lookup=lambda hit: (
+                self.metrics.cache_hits if hit else self.metrics.cache_misses
+            ).inc(),
+        )
+        self.metrics.cache_messages.set_function(lambda: self.cache.messages_held)
+        self.metrics.cache_bytes.set_function(lambda: self.cache.bytes_held)
+        self.tracker = ConversationTracker()
+        self.pipeline.observers.append(
+            lambda entry: remember(entry, self.cache, self.tracker, clock())
+        )
+        self.accounts: tuple[int, ...] = ()
+        self.poller: Poller | None = None
         self.server = LocalServer(
             cfg.server,
             self.hub,
@@ -109,12 +129,33 @@ class Bridge:
                 cfg.upstream,
                 rest,
                 on_secret=lambda s: REDACTOR.add([s]),
-                on_identity=lambda i: setattr(self.pipeline, "accounts", frozenset(i.account_ids)),
+                on_identity=self._on_identity,
             )
             await self._bootstrap(identity)
             upstream = Upstream(
                 cfg.upstream, identity, self.pipeline, self.metrics, clock=self.clock
             )
+            syncer = Syncer(
+                rest,
+                self.cache,
+                self.tracker,
+                self.pipeline.publish,
+                self.store.seen,
+                clock=self.clock,
+            )
+            poller = self.poller = Poller(
+                cfg.poller,
+                syncer,
+                self.health,
+                self.metrics,
+                accounts=lambda: self.accounts,
+                clients=lambda: len(self.hub),
+                any_active=self._any_active,
+                last_frame_at=lambda: upstream.last_frame_at,
+                clock=self.clock,
+            )
+            self.pipeline.cable_listeners.append(poller.cable_state)
+            self.hub.on_change.append(poller.clients_changed)
             runner = web.AppRunner(
                 self.server.build_app(), handle_signals=False, access_log=None, shutdown_timeout=1.0
             )
@@ -127,11 +168,16 @@ class Bridge:
             if on_ready is not None:
                 on_ready(self.url)
             async with asyncio.TaskGroup() as tg:
-                upstream_task = tg.create_task(self._hold_upstream(upstream), name="upstream")
+                tasks = [
+                    tg.create_task(self._hold_upstream(upstream), name="upstream"),
+                    tg.create_task(poller.run(), name="poller"),
+                    tg.create_task(self._housekeeping(), name="housekeeping"),
+                ]
                 await stop.wait()
                 log.info("bridge.stopping")
                 await site.stop()
-                upstream_task.cancel()
+                for task in tasks:
+                    task.cancel()
             await self._close_clients()
             await self.lease.release()
         log.info("bridge.stopped")
@@ -149,6 +195,23 @@ class Bridge:
         except RestFatal as exc:
             log.error("bootstrap.failed", error=str(exc))
             raise
+
+    def _on_identity(self, identity: Identity) -> None:
+        self.accounts = identity.account_ids
+        self.pipeline.accounts = frozenset(identity.account_ids)
+
+    def _any_active(self, now: float) -> bool:
+        """A conversation is active when a client names it or it was busy lately."""
+        return bool(self.hub.watched_conversations()) or bool(
+            self.tracker.active(now, self.cfg.cache.ttl)
+        )
+
+    async def _housekeeping(self) -> None:
+        """Expire cached conversations (TTL) now and then."""
+        period = max(1.0, min(30.0, self.cfg.cache.ttl / 10))
+        while True:
+            await asyncio.sleep(period)
+            self.cache.sweep(self.clock())
 
     async def _hold_upstream(self, upstream: Upstream) -> None:
         """Run the upstream while this node holds the lease."""

@@ -108,8 +108,10 @@ class PollerConfig:
     backoff: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
     # Reconciliation poll period while live, s; 0 switches it off (60).
     reconcile_interval: float = 60.0
-    # Margin added to the gap fill window after a reconnect, s (30).
+    # Margin by which each pass reaches back before the last one, s (30).
     gap_margin: float = 30.0
+    # While live, changes younger than this wait for the next reconciliation, s (10).
+    reconcile_settle: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +206,7 @@ KNOWN_VARIABLES = frozenset(
         "BRIDGE_POLL_BACKOFF_MS",
         "BRIDGE_RECONCILE_MS",
         "BRIDGE_GAP_MARGIN_MS",
+        "BRIDGE_RECONCILE_SETTLE_MS",
         "BRIDGE_CACHE_TTL_MS",
         "BRIDGE_CACHE_MAX_MESSAGES",
         "BRIDGE_REPLAY_SIZE",
@@ -438,6 +441,9 @@ def load(
         ),
         gap_margin=r.get(
             "BRIDGE_GAP_MARGIN_MS", _ms_or_zero, 30.0, "must be a number of ms (0 or more)"
+        ),
+        reconcile_settle=r.get(
+            "BRIDGE_RECONCILE_SETTLE_MS", _ms_or_zero, 10.0, "must be a number of ms (0 or more)"
         ),
     )
     cache = CacheConfig(

@@ -52,6 +52,8 @@ class Hub:
     def __init__(self, on_slow: Callable[[Subscriber], None] | None = None) -> None:
         self._subscribers: dict[Subscriber, None] = {}
         self._on_slow = on_slow
+        # Told whenever a subscriber comes or goes (the poller pauses without clients).
+        self.on_change: list[Callable[[], None]] = []
 
     # Public methods
 
@@ -59,10 +61,12 @@ class Hub:
     def subscription(self, subscriber: Subscriber) -> Iterator[None]:
         """Register ``subscriber`` for the duration of the block; always deregisters."""
         self._subscribers[subscriber] = None
+        self._changed()
         try:
             yield
         finally:
             self._subscribers.pop(subscriber, None)
+            self._changed()
 
     def __len__(self) -> int:
         return len(self._subscribers)
@@ -102,6 +106,10 @@ class Hub:
         return watched
 
     # Private methods
+
+    def _changed(self) -> None:
+        for listener in self.on_change:
+            listener()
 
     def _drop_slow(self, subscriber: Subscriber) -> None:
         if self._subscribers.pop(subscriber, False) is None:

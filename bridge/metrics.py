@@ -73,6 +73,7 @@ class Metrics:
     event_lag: Histogram
     poll_requests: Counter
     poll_request_duration: Histogram
+    poll_passes: Counter
     cache_hits: Counter
     cache_misses: Counter
     cache_messages: Gauge
@@ -214,6 +215,12 @@ class Metrics:
                 buckets=REQUEST_BUCKETS,
                 registry=r,
             ),
+            poll_passes=Counter(
+                p + "poll_passes",
+                "REST passes, by mode (outage, reconnect, reconcile) and outcome.",
+                ["mode", "outcome"],
+                registry=r,
+            ),
             cache_hits=Counter(p + "cache_hits", "Message cache hits.", registry=r),
             cache_misses=Counter(p + "cache_misses", "Message cache misses.", registry=r),
             cache_messages=Gauge(p + "cache_messages", "Messages held in the cache.", registry=r),
@@ -235,6 +242,10 @@ class Metrics:
             metrics.events_dropped.labels(reason=reason)
         for reason in ("timeout", "rejected"):
             metrics.subscribe_failures.labels(reason=reason)
+        for mode in ("outage", "reconnect", "reconcile"):
+            metrics.gap_events.labels(reason=mode)
+            for outcome in ("ok", "error"):
+                metrics.poll_passes.labels(mode=mode, outcome=outcome)
         return metrics
 
     def set_upstream_state(self, state: str) -> None:

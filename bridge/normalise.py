@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bridge.events import (
@@ -291,3 +291,84 @@ def from_cable(
         accounts=accounts,
         via_account=via_account,
     )
+
+
+# REST shapes (chatwoot.md §4.3, §4.4) mapped to the push shapes (§2.4, §2.5), so that
+# clients see one shape whatever the source.
+
+SENDER_TYPES = {
+    "contact": "Contact",
+    "user": "User",
+    "agent_bot": "AgentBot",
+    "captain_assistant": "Captain::Assistant",
+}
+# REST conversation fields the push shape does not have.
+_REST_ONLY_CONVERSATION = frozenset({"uuid", "muted", "last_non_activity_message"})
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    moment = datetime.fromtimestamp(ts, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def message_from_rest(
+    account_id: int, message: Mapping[str, Any], conversation: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A REST message (a subset) in the push shape of ``message.created``.
+
+    What REST does not carry is derived where Chatwoot derives it (``sender_type`` from
+    the sender, ``conversation{}`` from the conversation) and otherwise given the value
+    a fresh message has: ``updated_at`` is the creation time, attributes are empty.
+    """
+    push = dict(message)
+    push["account_id"] = account_id
+    sender = message.get("sender")
+    if isinstance(sender, Mapping):
+        kind = sender.get("type")
+        push.setdefault("sender_type", SENDER_TYPES.get(kind) if isinstance(kind, str) else None)
+        push.setdefault("sender_id", as_id(sender.get("id")))
+    else:
+        push.setdefault("sender_type", None)
+        push.setdefault("sender_id", None)
+    push.setdefault("updated_at", _iso(parse_time(message.get("created_at"))))
+    push.setdefault("additional_attributes", {})
+    push.setdefault("external_source_ids", {})
+    push.setdefault("sentiment", {})
+    push.setdefault("processed_message_content", message.get("content"))
+    if "conversation" not in push and conversation is not None:
+        meta = conversation.get("meta")
+        assignee = meta.get("assignee") if isinstance(meta, Mapping) else None
+        push["conversation"] = {
+            "assignee_id": as_id(assignee.get("id")) if isinstance(assignee, Mapping) else None,
+            "unread_count": conversation.get("unread_count"),
+            "last_activity_at": conversation.get("last_activity_at"),
+            "contact_inbox": {"source_id": None},
+        }
+    return push
+
+
+def conversation_from_rest(account_id: int, conversation: Mapping[str, Any]) -> dict[str, Any]:
+    """A REST conversation in the push shape of the conversation events (chatwoot.md §2.5).
+
+    ``channel`` moves out of ``meta``; ``first_reply_created_at`` becomes ISO (null for
+    0); ``messages`` holds the last chat message as push does (public, not activity),
+    which REST gives as ``last_non_activity_message``; REST has no ``contact_inbox``.
+    """
+    push = {k: v for k, v in conversation.items() if k not in _REST_ONLY_CONVERSATION}
+    push["account_id"] = account_id
+    meta = dict(conversation.get("meta") or {})
+    push["channel"] = meta.pop("channel", None)
+    push["meta"] = meta
+    first_reply = conversation.get("first_reply_created_at")
+    if not isinstance(first_reply, str):
+        push["first_reply_created_at"] = _iso(parse_time(first_reply))
+    last = conversation.get("last_non_activity_message")
+    push["messages"] = (
+        [message_from_rest(account_id, last, conversation)]
+        if isinstance(last, Mapping) and not last.get("private")
+        else []
+    )
+    push.setdefault("contact_inbox", None)
+    return push

@@ -18,7 +18,6 @@ from bridge.hub import Hub
 from bridge.metrics import Metrics, event_label
 from bridge.normalise import Dropped, from_cable
 from bridge.ports import EventStore
-from bridge.status import StatusBoard
 from bridge.upstream import CableState
 
 
@@ -31,7 +30,6 @@ class Pipeline:
     Args:
         store: the event log.
         hub: the fan-out.
-        status: the upstream state shown to clients.
         metrics: the metric objects.
         clock: wall clock.
     """
@@ -40,25 +38,28 @@ class Pipeline:
         self,
         store: EventStore,
         hub: Hub,
-        status: StatusBoard,
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.hub = hub
-        self.status = status
         self.metrics = metrics
         self.clock = clock
         # The bridged account ids; nothing is published until the identity is known.
         self.accounts: Container[int] = frozenset()
+        # Told of every cable state change (the poller and the upstream health).
+        self.cable_listeners: list[Callable[[CableState, str], None]] = []
+        # Told of every published entry (message cache, conversation tracker).
+        self.observers: list[Callable[[Entry], None]] = []
 
     # UpstreamListener
 
     def cable_state(self, state: CableState, reason: str) -> None:
-        """Reflect the cable's state (the poller refines this in polling mode)."""
+        """Tell the listeners of a cable state change."""
         log.info("upstream.state", state=state.value, reason=reason)
-        self.status.set(state.value, reason, self.clock())
+        for listener in self.cable_listeners:
+            listener(state, reason)
 
     async def cable_message(
         self, payload: object, received_at: float, account_id: int | None
@@ -100,4 +101,6 @@ class Pipeline:
             metrics.event_lag.labels(source=event.source).observe(max(0.0, now - event.occurred_at))
         metrics.last_event.set(now)
         metrics.eventlog_seq.set(result.seq)
+        for observer in self.observers:
+            observer(result)
         return result

@@ -2,7 +2,7 @@
 
 * :class:`EventStore`: where published events are sequenced, deduplicated and kept
   for resume. Today :class:`LocalEventStore` wraps the in-memory log; a Redis Streams
-  or SQLite store implements the same four members.
+  or SQLite store implements the same five members.
 * :class:`UpstreamLease`: who may hold the one upstream subscription. Today
   :class:`LocalLease` is always granted; a Redis lease would grant it to one node and
   tell the others when it is lost.
@@ -40,6 +40,10 @@ class EventStore(Protocol):
         """Entries after ``epoch:seq`` or why the client must resync."""
         ...
 
+    async def seen(self, dedupe_key: str) -> bool:
+        """Whether a fact with this dedupe key was published (REST asks before paging)."""
+        ...
+
 
 class LocalEventStore:
     """:class:`EventStore` over :class:`~bridge.eventlog.MemoryEventLog` (one process)."""
@@ -60,6 +64,9 @@ class LocalEventStore:
 
     async def since(self, epoch: str, seq: int) -> list[Entry] | Gap:
         return self.log.since(epoch, seq)
+
+    async def seen(self, dedupe_key: str) -> bool:
+        return self.log.seen(dedupe_key)
 
 
 class UpstreamLease(Protocol):

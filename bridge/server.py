@@ -342,6 +342,7 @@ class LocalServer:
             client.transport.abort()
 
     def _on_status(self, status: Status) -> None:
+        log.info("upstream.status", state=status.state, reason=status.reason)
         self.metrics.set_upstream_state(status.state)
         self.hub.broadcast(cp.status_frame(status.state, format_time(status.since), status.reason))
 

@@ -55,3 +55,58 @@ class StatusBoard:
         if self.current.state == "polling" and self.last_poll_ok is not None:
             return now - self.last_poll_ok <= poll_window
         return False
+
+
+class UpstreamHealth:
+    """Combines the cable's state and the poller's into the one state clients see.
+
+    * cable live → ``live`` (a gap fill may still run in the background);
+    * cable not live, REST failing ``max_retries`` times in a row → ``down``;
+    * cable not live, REST polling → ``polling``;
+    * otherwise the cable's own ``connecting`` or ``down``.
+
+    Args:
+        board: where the combined state is published.
+        max_retries: consecutive poll failures before ``down`` (BRIDGE_POLL_MAX_RETRIES).
+    """
+
+    def __init__(self, board: StatusBoard, max_retries: int) -> None:
+        self.board = board
+        self.max_retries = max_retries
+        self.cable: UpstreamStateName = "connecting"
+        self.cable_reason = "starting"
+        self.polling = False
+        self.poll_failures = 0
+        self.poll_error = ""
+
+    def set_cable(self, state: UpstreamStateName, reason: str, now: float) -> None:
+        """The cable is ``connecting``, ``live`` or ``down``."""
+        self.cable, self.cable_reason = state, reason
+        self._publish(now)
+
+    def set_polling(self, polling: bool, now: float, *, publish: bool = True) -> None:
+        """The REST fallback is engaged (or not); ``publish=False`` waits for the next change."""
+        self.polling = polling
+        if publish:
+            self._publish(now)
+
+    def poll_result(self, failures: int, error: str, now: float) -> None:
+        """After each pass: consecutive failures so far (0 after a success)."""
+        self.poll_failures, self.poll_error = failures, error
+        if failures == 0:
+            self.board.last_poll_ok = now
+        self._publish(now)
+
+    def combined(self) -> tuple[UpstreamStateName, str]:
+        """The state and reason to show."""
+        if self.cable == "live":
+            return "live", self.cable_reason
+        if self.polling and self.poll_failures >= self.max_retries:
+            return "down", f"cable: {self.cable_reason}; REST failing: {self.poll_error}"
+        if self.polling:
+            return "polling", f"cable: {self.cable_reason}; polling REST"
+        return self.cable, self.cable_reason
+
+    def _publish(self, now: float) -> None:
+        state, reason = self.combined()
+        self.board.set(state, reason, now)

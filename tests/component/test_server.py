@@ -53,7 +53,7 @@ async def rig(aiohttp_client, metrics: Metrics) -> Rig:
     store = LocalEventStore(MemoryEventLog("ep1", 5))
     status = StatusBoard(clock[0])
     hub = Hub()
-    pipeline = Pipeline(store, hub, status, metrics, clock=lambda: clock[0])
+    pipeline = Pipeline(store, hub, metrics, clock=lambda: clock[0])
     pipeline.accounts = frozenset({1, 2})
     server = LocalServer(
         ServerConfig(port=0), hub, store, status, metrics, poll_window=30.0, clock=lambda: clock[0]

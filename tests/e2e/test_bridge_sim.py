@@ -95,7 +95,7 @@ async def test_dropped_socket_leads_to_a_fresh_subscription(simulator: RunningSi
         await client.wait_status("live")
         at = client.mark()
         assert sim.drop_connections(abrupt=True) == 1
-        await client.wait_status("connecting", after=at)
+        await client.wait_status("polling", after=at)
         await client.wait_status("live", after=at)
         mid = sim.create_message(1, 1, content="after drop")["id"]
         await client.wait_for(lambda f: f.get("type") == "event" and f["data"].get("id") == mid)
@@ -112,7 +112,7 @@ async def test_stopped_pings_lead_to_a_fresh_subscription(simulator: RunningSim)
         await client.wait_status("live")
         at = client.mark()
         sim.set_faults(stop_pings=True)
-        status = await client.wait_status("connecting", after=at)
+        status = await client.wait_status("polling", after=at)
         assert "no ping" in status["reason"]
         sim.set_faults(stop_pings=False)
         await client.wait_status("live", after=at)
@@ -131,11 +131,11 @@ async def test_bad_token_leads_to_a_fresh_subscription_with_the_new_token(simula
         sim.rotate_pubsub_token(simulator.cfg.user_id)
         at = client.mark()
         sim.drop_connections(abrupt=True)
-        status = await client.wait_status("connecting", after=at)
+        status = await client.wait_status("polling", after=at)
         await client.wait_status("live", after=at)
         mid = sim.create_message(1, 1, content="after rotation")["id"]
         await client.wait_for(lambda f: f.get("type") == "event" and f["data"].get("id") == mid)
-        assert status["upstream"] == "connecting"
+        assert status["upstream"] == "polling"
         assert bridge.metrics.subscribe_failures.labels(reason="timeout")._value.get() >= 1
         profile_reads = [r for r in sim.request_log() if r["path"] == "/api/v1/profile"]
         assert len(profile_reads) >= 2
