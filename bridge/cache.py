@@ -78,19 +78,15 @@ class MessageCache:
         conv.expires_at = now + self.ttl
         if message_id in conv.messages:
             self._forget_message(conv, message_id)
-        elif (
-            conv.messages
-            and message_id < next(iter(conv.messages))
-            and len(conv.messages) >= self.max_messages
-        ):
-            conv.max_id = max(conv.max_id, message_id)
+        elif len(conv.messages) >= self.max_messages and message_id < next(iter(conv.messages)):
             return  # older than everything kept in a full conversation
+        out_of_order = bool(conv.messages) and message_id < next(reversed(conv.messages))
         conv.messages[message_id] = dict(message)
         conv.sizes[message_id] = size
         conv.bytes += size
         self.messages_held += 1
         self.bytes_held += size
-        if conv.messages and message_id < next(reversed(conv.messages)):
+        if out_of_order:
             conv.messages = OrderedDict(sorted(conv.messages.items()))
         conv.max_id = max(conv.max_id, message_id)
         while len(conv.messages) > self.max_messages:

@@ -162,11 +162,11 @@ class Syncer:
         published = 0
         for message in await self._fetch_messages(account_id, conversation_id, since):
             published += await self._message(
-                account_id, conversation_id, message, row, since, until
+                account_id, conversation_id, message, row, window=(since, until)
             )
         # Only now is the snapshot remembered: had a request failed above, the next pass
         # would still see this conversation as changed and fetch its messages again.
-        for name in self.tracker.changes(account_id, conv, created_since=since):
+        for name in self.tracker.changes(account_id, conv, created_since=math.floor(since)):
             published += await self._emit(name, conv)
         return published
 
@@ -198,7 +198,7 @@ class Syncer:
                 created = parse_time(first.get("created_at"))
                 if (
                     created is None
-                    or created < since
+                    or created < math.floor(since)
                     or await self.seen(f"message.created:{oldest}")
                 ):
                     break
@@ -213,9 +213,10 @@ class Syncer:
         conversation_id: int,
         message: Mapping[str, Any],
         row: Mapping[str, Any],
-        since: float,
-        until: float,
+        *,
+        window: tuple[float, float],
     ) -> int:
+        since, until = window
         message_id = as_id(message.get("id"))
         if message_id is None:
             return 0

@@ -80,9 +80,13 @@ class ConversationTracker:
             return
         known = self._touch((event.account_id, event.conversation_id))
         known.last_activity = now
-        if event.name in CONVERSATION_STATE_EVENTS and event.version is not None:
-            if known.version is None or event.version >= known.version:
-                self._absorb(known, event.data, event.version)
+        version = event.version
+        if (
+            event.name in CONVERSATION_STATE_EVENTS
+            and version is not None
+            and (known.version is None or version >= known.version)
+        ):
+            self._absorb(known, event.data, version)
 
     def version(self, account_id: int, conversation_id: int) -> float | None:
         """The newest ``updated_at`` seen for the conversation."""

@@ -332,6 +332,8 @@ class World(Store):
         old_status, old_updated = msg.status, render.iso(msg.updated_at)
         msg.status, msg.updated_at = status, t
         conv = self.conversation_by_id(msg.conversation_id)
+        # belongs_to :conversation, touch: true touches on every save, updates included.
+        self._bump(conv, t)
         data = render.message_push(self, msg)
         data["previous_changes"] = {
             "status": [old_status, status],

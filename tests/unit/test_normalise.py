@@ -217,3 +217,38 @@ def test_fixture_files_are_json_objects():
             continue
         frame = json.loads(path.read_text())
         assert set(frame) == {"identifier", "message"}, path
+
+
+def test_rest_message_maps_to_the_push_shape():
+    """A REST message gets the push fields REST leaves out, derived where Chatwoot derives them."""
+    from bridge.normalise import message_from_rest  # noqa: PLC0415
+
+    rest = load_fixture("rest/messages_index.json")["payload"]
+    conversation = load_fixture("rest/conversations_index.json")["data"]["payload"][0]
+    push_keys = set(load_fixture("cable/message.created.json")["message"]["data"])
+    for message in rest:
+        mapped = message_from_rest(1, message, conversation)
+        missing = push_keys - set(mapped) - {"echo_id", "sender", "attachments", "performer"}
+        assert not missing, (message["id"], missing)
+        assert mapped["account_id"] == 1
+        assert isinstance(mapped["updated_at"], str)
+    private_note = message_from_rest(1, rest[0], conversation)
+    assert private_note["sender_type"] == "User"
+    assert private_note["sender_id"] == 2
+    assert private_note["conversation"]["assignee_id"] == 1
+
+
+def test_rest_conversation_maps_to_the_push_shape():
+    """channel leaves meta, first_reply_created_at becomes ISO, messages hold the last chat message."""
+    from bridge.normalise import conversation_from_rest  # noqa: PLC0415
+
+    rest = load_fixture("rest/conversations_index.json")["data"]["payload"][0]
+    push = load_fixture("cable/conversation.status_changed.json")["message"]["data"]
+    mapped = conversation_from_rest(1, rest)
+    assert set(push) - set(mapped) == set()
+    assert mapped["channel"] == "Channel::Api"
+    assert "channel" not in mapped["meta"]
+    assert isinstance(mapped["first_reply_created_at"], str)
+    assert [m["id"] for m in mapped["messages"]] == [905]
+    assert "uuid" not in mapped
+    assert isinstance(mapped["updated_at"], float)

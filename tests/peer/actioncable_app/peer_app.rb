@@ -247,7 +247,12 @@ module PeerApp
       when ["POST", "/_peer/broadcast"] then control(request) { broadcast(request) }
       when ["POST", "/_peer/restart"] then control(request) { restart }
       when ["GET", "/_peer/connections"] then control(request) { json(200, PeerApp.stats) }
-      else json(404, { error: "Not Found" })
+      else
+        if request.get? && request.path_info.match?(%r{\A/api/v1/accounts/\d+/conversations\z})
+          conversations(request)
+        else
+          json(404, { error: "Not Found" })
+        end
       end
     rescue JSON::ParserError, KeyError => e
       json(400, { error: e.message })
@@ -276,6 +281,14 @@ module PeerApp
       PeerApp.count("restarts")
       ActionCable.server.restart
       json(200, { ok: true })
+    end
+
+    # The bridge's REST fallback reads this list; the peer has no conversations, so it
+    # answers like a quiet Chatwoot account (conversations/index.json.jbuilder).
+    def conversations(request)
+      return json(401, { error: "Invalid Access Token" }) unless PeerApp.find_user_by_api_token(request.get_header("HTTP_API_ACCESS_TOKEN"))
+
+      json(200, { data: { meta: { mine_count: 0, assigned_count: 0, unassigned_count: 0, all_count: 0 }, payload: [] } })
     end
 
     # Chatwoot: Api::BaseController access-token auth, then
