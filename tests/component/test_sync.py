@@ -140,7 +140,7 @@ async def test_cable_delivered_messages_are_not_published_twice(rig: Rig):
 async def test_more_than_a_page_after_the_cursor_is_read_forward(rig: Rig):
     """With a cursor, a hole wider than the latest page is read with after= pages."""
     since = time.time() - 0.5
-    first, broadcasts = world_message(rig, 3, "seen by cable")
+    _first, broadcasts = world_message(rig, 3, "seen by cable")
     await rig.deliver_by_cable(broadcasts)
     lost = [world_message(rig, 3, f"lost {i}")[0] for i in range(250)]
     await rig.syncer.sync_account(1, since, time.time() + 1)

@@ -239,7 +239,7 @@ def test_rest_message_maps_to_the_push_shape():
 
 
 def test_rest_conversation_maps_to_the_push_shape():
-    """channel leaves meta, first_reply_created_at becomes ISO, messages hold the last chat message."""
+    """channel leaves meta, first_reply_created_at becomes ISO, messages: the last chat one."""
     from bridge.normalise import conversation_from_rest  # noqa: PLC0415
 
     rest = load_fixture("rest/conversations_index.json")["data"]["payload"][0]
