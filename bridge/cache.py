@@ -101,6 +101,27 @@ class MessageCache:
         self._count(hit=True)
         return conv.max_id
 
+    def anchor(
+        self, account_id: int, conversation_id: int, before: float, now: float
+    ) -> int | None:
+        """The newest cached message created before ``before``: where ``after=`` may start.
+
+        Reading from a message older than the window, rather than from the highest id,
+        also finds the messages the cable lost *below* the highest id it delivered, and
+        those whose transaction committed after a later id's (ids are allocated in order,
+        rows are committed in any order).
+        """
+        conv = self._live((account_id, conversation_id), now)
+        best = None
+        if conv is not None:
+            for message_id, message in reversed(conv.messages.items()):
+                created = message.get("created_at")
+                if isinstance(created, int | float) and created < before:
+                    best = message_id
+                    break
+        self._count(hit=best is not None)
+        return best
+
     def get(
         self, account_id: int, conversation_id: int, message_id: int, now: float
     ) -> dict[str, Any] | None:

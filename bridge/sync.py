@@ -2,12 +2,13 @@
 
 ``GET …/conversations?status=all&updated_within=N`` (unpaginated, chatwoot.md §4.3)
 names every conversation whose ``updated_at`` moved, which includes every new message
-(``touch: true``). For each conversation newer than its last snapshot, messages are
-read with one request in the common case: the latest page, which also shows recent
-status changes; ``after=<cursor>`` pages (up to 100 rows, until a short page) fill a
-hole, and ``before=`` pages reach back when there is no cursor. Messages are published
-oldest first, then the conversation events the snapshot stands for. The event log
-drops whatever the cable already delivered, so a pass can always be repeated.
+(``touch: true``). For each conversation newer than the last snapshot REST checked,
+every message of the window is read: ``after=`` pages (100 rows, until a short page)
+from the newest cached message older than the window, or else the latest page and
+``before=`` pages back to the window's start; usually one request. Messages the bridge
+never published are published oldest first, changed ones become ``message.updated``,
+then come the conversation events the snapshot stands for. The event log drops
+whatever the cable already delivered, so a pass can always be repeated.
 """
 
 from __future__ import annotations
@@ -112,9 +113,12 @@ class Syncer:
     async def sync_account(self, account_id: int, since: float, until: float) -> PassResult:
         """Publish what changed in ``account_id`` between ``since`` and ``until``.
 
-        Conversations updated after ``until`` are left for the next pass (reconciliation
-        gives the cable time to deliver them first). Errors on single conversations are
-        collected, not raised, so one failing conversation does not stop the others.
+        Messages created after ``until``, and conversation changes first seen less than
+        ``now - until`` ago, are left for the next pass: reconciliation gives the cable
+        the time to deliver them first, so what it publishes was really missed. A busy
+        conversation is still read every pass, so its older messages are never skipped.
+        Errors on single conversations are collected, not raised, so one failing
+        conversation does not stop the others.
 
         Raises:
             RestError: when the conversation list itself fails.
@@ -127,7 +131,7 @@ class Syncer:
         for row in rows:
             conv = conversation_from_rest(account_id, row)
             version = parse_time(conv.get("updated_at"))
-            if version is None or version > until or not self.tracker.is_newer(account_id, conv):
+            if version is None or not self.tracker.needs_sync(account_id, conv):
                 continue
             snapshots.append((version, row, conv))
         snapshots.sort(key=lambda item: item[0])
@@ -166,45 +170,53 @@ class Syncer:
             )
         # Only now is the snapshot remembered: had a request failed above, the next pass
         # would still see this conversation as changed and fetch its messages again.
-        for name in self.tracker.changes(account_id, conv, created_since=math.floor(since)):
+        now = self.clock()
+        names = self.tracker.changes(
+            account_id, conv, created_since=math.floor(since), now=now, settle=now - until
+        )
+        for name in names:
             published += await self._emit(name, conv)
+        version = parse_time(conv.get("updated_at"))
+        if version is not None and not self.tracker.pending(account_id, conversation_id):
+            # Messages younger than ``until`` were left for the cable: check them again.
+            # A difference still settling keeps the conversation unsynced, so the next
+            # pass looks at it again even when nothing newer happens in it.
+            self.tracker.mark_synced(account_id, conversation_id, min(version, until))
         return published
 
     async def _fetch_messages(
         self, account_id: int, conversation_id: int, since: float
     ) -> list[dict[str, Any]]:
-        """New messages and the latest page, ascending by id, without duplicates."""
+        """Every message created since ``since`` (and a few older), ascending by id.
+
+        With a cached message older than the window, ``after=`` pages read forward from it
+        (100 rows each); without one, the latest page and ``before=`` pages reach back
+        until a message older than the window (20 rows each).
+        """
         rest = self.rest
-        cursor = self.cache.cursor(account_id, conversation_id, self.clock())
-        page = await rest.messages(account_id, conversation_id)
-        found = _by_id(page)
-        oldest = min(found, default=None)
-        if cursor is not None:
-            if oldest is not None and oldest > cursor + 1 and len(page) >= LATEST_PAGE:
-                # The latest page does not reach the cursor: read forward from it.
-                after = cursor
-                for _ in range(MAX_PAGES):
-                    rows = _by_id(await rest.messages(account_id, conversation_id, after=after))
-                    found.update(rows)
-                    if len(rows) < AFTER_PAGE or max(rows) >= oldest:
-                        break
-                    after = max(rows)  # max id, not the last row: rows are ordered by created_at
-        else:
-            # No cursor (never seen, or expired from the cache): reach back to ``since``.
+        start = math.floor(since)
+        anchor = self.cache.anchor(account_id, conversation_id, start, self.clock())
+        found: dict[int, dict[str, Any]] = {}
+        if anchor is not None:
+            after = anchor
             for _ in range(MAX_PAGES):
-                if oldest is None or len(page) < LATEST_PAGE:
+                rows = _by_id(await rest.messages(account_id, conversation_id, after=after))
+                found.update(rows)
+                if len(rows) < AFTER_PAGE:
                     break
-                first = found[oldest]
-                created = parse_time(first.get("created_at"))
-                if (
-                    created is None
-                    or created < math.floor(since)
-                    or await self.seen(f"message.created:{oldest}")
-                ):
-                    break
-                page = await rest.messages(account_id, conversation_id, before=oldest)
-                found.update(_by_id(page))
-                oldest = min(found)
+                after = max(rows)  # max id, not the last row: rows are ordered by created_at
+            return [found[i] for i in sorted(found)]
+        page = _by_id(await rest.messages(account_id, conversation_id))
+        found.update(page)
+        for _ in range(MAX_PAGES):
+            if len(page) < LATEST_PAGE:
+                break  # the whole conversation has been read
+            oldest = min(found)
+            created = parse_time(found[oldest].get("created_at"))
+            if created is None or created < start:
+                break
+            page = _by_id(await rest.messages(account_id, conversation_id, before=oldest))
+            found.update(page)
         return [found[i] for i in sorted(found)]
 
     async def _message(

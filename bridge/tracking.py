@@ -57,6 +57,11 @@ class Known:
     team_id: int | None = None
     contact_last_seen_at: float | None = None
     signature: str | None = None
+    # The newest snapshot whose messages REST has checked (the cable's word is not enough:
+    # it may have lost some while delivering later ones).
+    synced: float | None = None
+    # When REST first showed a state the bridge had not published (settle timer).
+    differs_since: float | None = None
     # Wall time of the last event about this conversation (any kind).
     last_activity: float = 0.0
 
@@ -93,14 +98,31 @@ class ConversationTracker:
         known = self._items.get((account_id, conversation_id))
         return None if known is None else known.version
 
-    def is_newer(self, account_id: int, conversation: Mapping[str, Any]) -> bool:
-        """Whether a snapshot is newer than anything seen for that conversation."""
+    def needs_sync(self, account_id: int, conversation: Mapping[str, Any]) -> bool:
+        """Whether a snapshot is newer than the last one whose messages REST checked."""
         version = parse_time(conversation.get("updated_at"))
-        known = self.version(account_id, as_id(conversation.get("id")) or 0)
-        return version is not None and (known is None or version > known)
+        known = self._items.get((account_id, as_id(conversation.get("id")) or 0))
+        synced = None if known is None else known.synced
+        return version is not None and (synced is None or version > synced)
+
+    def pending(self, account_id: int, conversation_id: int) -> bool:
+        """Whether REST showed a difference that is still waiting out the settle time."""
+        known = self._items.get((account_id, conversation_id))
+        return known is not None and known.differs_since is not None
+
+    def mark_synced(self, account_id: int, conversation_id: int, version: float) -> None:
+        """REST checked every message of the conversation up to this snapshot."""
+        known = self._touch((account_id, conversation_id))
+        known.synced = max(version, known.synced or version)
 
     def changes(
-        self, account_id: int, conversation: Mapping[str, Any], created_since: float
+        self,
+        account_id: int,
+        conversation: Mapping[str, Any],
+        created_since: float,
+        *,
+        now: float = 0.0,
+        settle: float = 0.0,
     ) -> list[str]:
         """The events a newer REST snapshot stands for, and remember it.
 
@@ -109,6 +131,11 @@ class ConversationTracker:
             conversation: the snapshot, in the push shape.
             created_since: a conversation unknown until now and created after this time is
                 announced as ``conversation.created``.
+            now: the time of the snapshot.
+            settle: a difference is only reported once it has lasted this long; the cable
+                usually delivers it meanwhile (reconciliation while live). A busy
+                conversation keeps changing, so the wait counts from when the difference
+                was first seen, not from the snapshot's age.
         """
         conversation_id = as_id(conversation.get("id"))
         version = parse_time(conversation.get("updated_at"))
@@ -140,7 +167,14 @@ class ConversationTracker:
                 names.append("conversation.read")
             if signature(conversation) != known.signature:
                 names.append("conversation.updated")
-        self._absorb(self._touch(key), conversation, version)
+        known = self._touch(key)
+        if names and settle > 0:
+            if known.differs_since is None:
+                known.differs_since = now
+            if now - known.differs_since < settle:
+                return []
+        known.differs_since = None
+        self._absorb(known, conversation, version)
         return names
 
     def active(self, now: float, window: float) -> set[Key]:
@@ -163,6 +197,7 @@ class ConversationTracker:
 
     @staticmethod
     def _absorb(known: Known, conversation: Mapping[str, Any], version: float) -> None:
+        known.differs_since = None
         known.version = version
         known.status = conversation.get("status")
         known.assignee_id = _meta_id(conversation, "assignee")

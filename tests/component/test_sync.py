@@ -111,10 +111,14 @@ async def test_messages_from_before_the_window_are_cached_not_published(rig: Rig
     assert rig.published() == []
 
 
-def world_message(rig: Rig, conversation: int, content: str, account: int = 1):
+def world_message(rig: Rig, conversation: int, content: str, account: int = 1, ago: float = 0.0):
     """Create a message in the simulator's world; return its id and what Chatwoot broadcasts."""
     message, broadcasts = rig.sim.world.create_message(
-        account, conversation, now=time.time(), content=content, message_type=MessageType.INCOMING
+        account,
+        conversation,
+        now=time.time() - ago,
+        content=content,
+        message_type=MessageType.INCOMING,
     )
     return message.id, broadcasts
 
@@ -137,18 +141,39 @@ async def test_cable_delivered_messages_are_not_published_twice(rig: Rig):
     assert result.published == len(lost) + 1
 
 
-async def test_more_than_a_page_after_the_cursor_is_read_forward(rig: Rig):
-    """With a cursor, a hole wider than the latest page is read with after= pages."""
-    since = time.time() - 0.5
-    _first, broadcasts = world_message(rig, 3, "seen by cable")
+async def test_messages_are_read_forward_from_a_cached_message_older_than_the_window(rig: Rig):
+    """A cached message older than the window anchors after= pages (100 rows each)."""
+    _, broadcasts = world_message(rig, 3, "seen by cable, before the window", ago=10)
     await rig.deliver_by_cable(broadcasts)
+    since = time.time() - 0.5
     lost = [world_message(rig, 3, f"lost {i}")[0] for i in range(250)]
     await rig.syncer.sync_account(1, since, time.time() + 1)
     assert [e.data["id"] for e in rig.published("message.created", source="poll")] == lost
-    paths = [
-        (r["path"], r["query"]) for r in rig.sim.request_log() if r["path"].endswith("/messages")
+    queries = [
+        r["query"] for r in rig.sim.request_log() if r["path"].endswith("/conversations/3/messages")
     ]
-    assert any("after" in query for _, query in paths)
+    assert sum("after" in q for q in queries) == 3
+    assert not any("before" in q for q in queries)
+
+
+async def test_messages_lost_below_the_newest_delivered_one_are_found(rig: Rig):
+    """The cable lost m1 but delivered the later m2: REST still finds m1."""
+    since = time.time() - 0.5
+    m1, _ = world_message(rig, 2, "lost")
+    _, broadcasts = world_message(rig, 2, "delivered")
+    await rig.deliver_by_cable(broadcasts)
+    await rig.syncer.sync_account(1, since, time.time() + 1)
+    assert [e.data["id"] for e in rig.published("message.created", source="poll")] == [m1]
+
+
+async def test_a_later_conversation_event_by_cable_does_not_hide_a_lost_message(rig: Rig):
+    """The cable lost m1 but delivered a later status change: the snapshot it carried is
+    newer than REST's, yet m1 must still be fetched (found by the chaos test)."""
+    since = time.time() - 0.5
+    m1, _ = world_message(rig, 1, "lost")
+    await rig.deliver_by_cable(rig.sim.world.set_status(1, 1, "resolved", now=time.time()))
+    await rig.syncer.sync_account(1, since, time.time() + 1)
+    assert [e.data["id"] for e in rig.published("message.created", source="poll")] == [m1]
 
 
 async def test_without_a_cursor_a_pass_reaches_back_to_since(rig: Rig):
@@ -191,14 +216,31 @@ async def test_delivery_status_lost_by_the_cable_is_found(rig: Rig):
 
 
 async def test_unsettled_changes_wait_for_the_next_pass(rig: Rig):
-    """Conversations updated after `until` are left alone (the cable may still deliver them)."""
+    """Messages younger than `until` and fresh differences wait (the cable may deliver them)."""
     since = time.time() - 0.5
-    until = time.time()
     world_message(rig, 1, "too fresh")
-    result = await rig.syncer.sync_account(1, since, until - 0.001)
+    result = await rig.syncer.sync_account(1, since, time.time() - 2)
     assert result.published == 0
     await rig.syncer.sync_account(1, since, time.time() + 1)
     assert len(rig.published("message.created")) == 1
+
+
+async def test_a_difference_is_reported_once_it_lasted_the_settle_time(rig: Rig):
+    """A status change the cable lost is reported when still missing after `settle`."""
+    await rig.syncer.sync_account(1, time.time() - 200, time.time() + 1)  # baseline
+    since = time.time() - 0.5
+    rig.sim.world.set_status(1, 2, "pending", now=time.time())
+    first = await rig.syncer.sync_account(1, since, time.time() - 0.3)
+    assert not rig.published("conversation.status_changed")
+    assert first.errors == []
+    rig.sim.world.create_message(
+        1, 2, now=time.time(), content="busy", message_type=MessageType.INCOMING
+    )
+    clock = rig.syncer.clock
+    rig.syncer.clock = lambda: clock() + 0.5  # the difference is now older than settle
+    await rig.syncer.sync_account(1, since, time.time() + 0.2)
+    [changed] = rig.published("conversation.status_changed")
+    assert changed.data["status"] == "pending"
 
 
 async def test_failing_conversation_does_not_stop_the_others_and_is_retried(rig: Rig):
@@ -252,3 +294,18 @@ def test_event_ids_are_display_ids():
     """Sanity for the helpers above: events built from a display id keep it."""
     event = Event("message.created", AccountId(1), ConversationId(2), "poll", None, 0.0, {})
     assert event.conversation_id == 2
+
+
+async def test_a_settling_difference_is_reported_even_if_nothing_else_happens(rig: Rig):
+    """A deferred status change is re-checked on the next pass with no newer activity."""
+    await rig.syncer.sync_account(1, time.time() - 200, time.time() + 1)  # baseline
+    since = time.time() - 0.5
+    rig.sim.world.set_status(1, 2, "snoozed", now=time.time() - 1)  # older than settle
+    rig.syncer.clock = time.time
+    await rig.syncer.sync_account(1, since, time.time() - 0.3)  # difference seen, settling
+    assert not rig.published("conversation.status_changed")
+    base = time.time()
+    rig.syncer.clock = lambda: base + 1.0
+    await rig.syncer.sync_account(1, since, base + 0.7)  # same snapshot, settle is over
+    [changed] = rig.published("conversation.status_changed")
+    assert changed.data["status"] == "snoozed"
