@@ -190,7 +190,8 @@ class ChaosReport:
 
     def text(self) -> str:
         lines = [
-            f"chaos seed={self.seed}: {self.messages} messages, {self.status_changes} status changes, "
+            f"chaos seed={self.seed}: {self.messages} messages, "
+            f"{self.status_changes} status changes, "
             f"{len(self.faults)} faults in {self.duration:.1f} s",
             "faults: "
             + ", ".join(f"{kind}@{at:.2f}s/{length:.1f}s" for at, kind, length in self.faults),
