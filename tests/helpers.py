@@ -117,3 +117,13 @@ class LocalClient:
                     await self.ws.recv()
         except websockets.ConnectionClosed as exc:
             return exc.rcvd.code if exc.rcvd else None
+
+
+async def eventually(
+    predicate: Callable[[], bool], timeout: float = 10.0, every: float = 0.02
+) -> None:
+    """Wait until ``predicate()`` holds, for state that has no event to await (metrics,
+    another component's counters). Bounded; raises TimeoutError."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(every)
