@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator
 
 from tests.helpers import LocalClient, eventually, running_bridge
@@ -80,7 +81,7 @@ async def test_misbehaving_rest_during_an_outage_backs_off_reports_down_and_catc
         ] == ["poll"] * 5
         # failures backed off: the gaps between failed list requests grew
         failed = [r["time"] for r in list_requests(simulator) if r["status"] not in (200, None)]
-        gaps = [b - a for a, b in zip(failed, failed[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(failed)]
         assert max(gaps) >= 0.3
         m = bridge.metrics
         assert (
@@ -124,20 +125,22 @@ async def measure(sim: RunningSim, seconds: float) -> float:
 async def test_request_rate_does_not_depend_on_the_number_of_clients(simulator: RunningSim):
     """During an outage, 100 clients cost Chatwoot what one client costs."""
     sim = simulator.sim
-    async with running_bridge(simulator.bridge_env(**FALLBACK_ENV)) as (bridge, url):
-        async with LocalClient.connect(url, "conversations=1:1") as one:
-            await one.wait_status("live")
-            sim.set_faults(refuse_connections=True)
-            sim.drop_connections(abrupt=True)
-            await one.wait_status("polling")
-            rate_one = await measure(simulator, 3.0)
-            async with clients(url, 99) as many:
-                assert len(many) + 1 == 100
-                assert len(bridge.hub) == 100
-                rate_hundred = await measure(simulator, 3.0)
+    async with (
+        running_bridge(simulator.bridge_env(**FALLBACK_ENV)) as (bridge, url),
+        LocalClient.connect(url, "conversations=1:1") as one,
+    ):
+        await one.wait_status("live")
+        sim.set_faults(refuse_connections=True)
+        sim.drop_connections(abrupt=True)
+        await one.wait_status("polling")
+        rate_one = await measure(simulator, 3.0)
+        async with clients(url, 99) as many:
+            assert len(many) + 1 == 100
+            assert len(bridge.hub) == 100
+            rate_hundred = await measure(simulator, 3.0)
     print(
         f"REST requests/s during an outage: 1 client {rate_one:.1f}, 100 clients {rate_hundred:.1f}"
-    )  # noqa: T201
+    )
     # one list per account per 200 ms pass (10/s) plus the changed conversations' messages
     assert rate_one > 5
     assert rate_hundred <= rate_one * 1.3 + 2
