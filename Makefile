@@ -12,7 +12,7 @@ SYSTEM_PACKAGES := ruby-actioncable puma
 export PYTHONASYNCIODEBUG ?= 1
 export PYTHONWARNINGS ?= default
 
-.PHONY: install system-packages demo run simulate test lint typecheck fmt cov clean check
+.PHONY: install system-packages demo run simulate test lint typecheck fmt cov clean check bench
 
 install: $(STAMP)
 
@@ -48,18 +48,22 @@ simulate: install
 	$(BIN)/chatwoot-bridge simulate
 
 lint: install
-	$(BIN)/ruff check bridge tests
-	$(BIN)/ruff format --check bridge tests
+	$(BIN)/ruff check bridge tests bench
+	$(BIN)/ruff format --check bridge tests bench
 
 typecheck: install
 	$(BIN)/mypy bridge
 
 fmt: install
-	$(BIN)/ruff format bridge tests
-	$(BIN)/ruff check --fix bridge tests
+	$(BIN)/ruff format bridge tests bench
+	$(BIN)/ruff check --fix bridge tests bench
 
 test: install system-packages lint typecheck
 	$(BIN)/pytest -q
+
+# Benchmarks (loopback only, a few minutes): tables on stdout, JSON in bench/results/.
+bench: install
+	PYTHONASYNCIODEBUG=0 $(BIN)/python -m bench
 
 cov: install system-packages
 	$(BIN)/pytest -q --cov=bridge --cov-report=term-missing

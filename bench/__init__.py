@@ -1,0 +1,1 @@
+"""Benchmarks of chatwoot-bridge (``make bench``): loopback only, bounded in time."""
