@@ -146,6 +146,7 @@ class Poller:
 
     def clients_changed(self) -> None:
         """A local client connected or left (wired as a hub listener)."""
+        self._update_idle()
         self._wake.set()
 
     # Public methods
@@ -218,6 +219,7 @@ class Poller:
             log.info("poll.started", previous=previous.value)
         elif previous is Mode.OUTAGE:
             log.info("poll.stopped", mode=mode.value)
+        self._update_idle()
         self.health.set_polling(mode is Mode.OUTAGE, now, publish=publish)
 
     def _due_at(self) -> float | None:
@@ -259,6 +261,11 @@ class Poller:
         except TimeoutError:
             pass
 
+    def _update_idle(self) -> None:
+        self.health.board.idle = (
+            self.mode is Mode.OUTAGE and self._clients() == 0 and self.failures == 0
+        )
+
     def _failed(self, error: RestError, now: float) -> None:
         self.failures += 1
         if isinstance(error, Unauthorized):
@@ -276,6 +283,7 @@ class Poller:
         if isinstance(error, RestRetryable) and error.retry_after is not None:
             delay = max(delay, error.retry_after)
         self._retry_at = now + delay
+        self._update_idle()
         if self.failures == self.cfg.max_retries:
             log.error("poll.down", failures=self.failures, error=str(error))
         self.health.poll_result(self.failures, str(error), now)
@@ -287,4 +295,5 @@ class Poller:
         self._backoff.reset()
         self._retry_at = None
         self._unauthorized_logged = False
+        self._update_idle()
         self.health.poll_result(0, "", now)

@@ -33,6 +33,9 @@ class StatusBoard:
         self.current = Status("connecting", now, "starting")
         # Unix time of the last successful REST poll, for /readyz while polling.
         self.last_poll_ok: float | None = None
+        # The REST fallback is paused because no client is connected, and was healthy:
+        # still ready (a load balancer must not hold back the first client).
+        self.idle = False
         self._listeners: list[Callable[[Status], None]] = []
 
     def subscribe(self, listener: Callable[[Status], None]) -> None:
@@ -52,9 +55,11 @@ class StatusBoard:
         """Live, or polling with a successful poll within ``poll_window`` seconds."""
         if self.current.state == "live":
             return True
-        if self.current.state == "polling" and self.last_poll_ok is not None:
-            return now - self.last_poll_ok <= poll_window
-        return False
+        if self.current.state != "polling":
+            return False
+        if self.idle:
+            return True
+        return self.last_poll_ok is not None and now - self.last_poll_ok <= poll_window
 
 
 class UpstreamHealth:

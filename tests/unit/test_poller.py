@@ -244,3 +244,16 @@ async def test_cable_never_live_at_startup_starts_the_fallback(metrics):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_paused_fallback_stays_ready(rig: Rig):
+    """No client connected: passes pause, /readyz stays ready unless REST was failing."""
+    rig.cable(CableState.LIVE)
+    rig.cable(CableState.CONNECTING)
+    assert not rig.board.ready(rig.now, poll_window=30)  # no successful pass yet
+    rig.clients = 0
+    rig.poller.clients_changed()
+    assert rig.board.ready(rig.now, poll_window=30)
+    rig.clients = 1
+    rig.poller.clients_changed()
+    assert not rig.board.ready(rig.now, poll_window=30)
