@@ -137,6 +137,7 @@ class SubscriptionState(enum.Enum):
 
 
 _RECEIVING = (SubscriptionState.PENDING, SubscriptionState.CONFIRMED)
+_WAITING = (SubscriptionState.QUEUED, SubscriptionState.PENDING)
 
 
 def room_identifier(pubsub_token: str, account_id: int, user_id: int) -> str:
@@ -240,7 +241,10 @@ class CableClient:
         if self.state is ConnectionState.OPEN:
             self._send_subscribe(identifier, now)
         else:
+            # The clock starts now: a welcome that never comes (lost on a half-open path)
+            # must time out like a confirm that never comes.
             self.subscriptions[identifier] = SubscriptionState.QUEUED
+            self._sent_at[identifier] = now
 
     def perform(self, identifier: str, action: str) -> None:
         """Call a channel action, e.g. ``update_presence``; only on a confirmed subscription."""
@@ -307,11 +311,12 @@ class CableClient:
         )
 
     def overdue(self, now: float, timeout: float) -> list[str]:
-        """Subscriptions sent more than ``timeout`` seconds ago with no answer."""
+        """Subscriptions asked for more than ``timeout`` seconds ago and still unanswered
+        (queued behind a welcome that never came, or sent and never confirmed)."""
         return [
             identifier
             for identifier, state in self.subscriptions.items()
-            if state is SubscriptionState.PENDING and now - self._sent_at[identifier] > timeout
+            if state in _WAITING and now - self._sent_at[identifier] > timeout
         ]
 
     def is_stale(self, now: float, threshold: float) -> bool:
@@ -323,7 +328,7 @@ class CableClient:
         deadlines: Iterable[float] = (
             self._sent_at[identifier] + subscribe_timeout
             for identifier, state in self.subscriptions.items()
-            if state is SubscriptionState.PENDING
+            if state in _WAITING
         )
         return min([self.last_heartbeat_at + stale_after, *deadlines])
 

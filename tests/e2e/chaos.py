@@ -251,17 +251,25 @@ async def _traffic(
     return status_changes
 
 
+KINDS = ("drop", "silence", "lose_broadcasts")
+
+
 async def _faults(
-    sim: Simulator, rng: random.Random, stop: asyncio.Event, started: float
+    sim: Simulator, rng: random.Random, stop: asyncio.Event, started: float, live: Any
 ) -> list[tuple[float, str, float]]:
+    """Inject faults until ``stop``; every kind comes once among the first three."""
     timeline: list[tuple[float, str, float]] = []
+    first = list(KINDS)
+    rng.shuffle(first)
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(rng.uniform(0.3, 1.0)):
                 await stop.wait()
         if stop.is_set():
             break
-        kind = rng.choice(("drop", "silence", "lose_broadcasts"))
+        kind = first.pop(0) if first else rng.choice(KINDS)
+        if kind == "lose_broadcasts":
+            await live()  # losing broadcasts on a *connected* socket is the point
         length = 0.0 if kind == "drop" else rng.uniform(0.6, 1.5)
         timeline.append((time.time() - started, kind, length))
         if kind == "drop":
@@ -313,7 +321,17 @@ async def run_chaos(
                 await resumer.start()
 
         stop_faults = asyncio.Event()
-        faults_task = asyncio.ensure_future(_faults(sim, fault_rng, stop_faults, started))
+
+        async def bridge_live() -> None:
+            """Until the bridge is live again (bounded): state without an event to await."""
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    while bridge.status.current.state != "live":
+                        await asyncio.sleep(0.02)
+
+        faults_task = asyncio.ensure_future(
+            _faults(sim, fault_rng, stop_faults, started, bridge_live)
+        )
         try:
             before = set(sim.world.messages)
             changes = await _traffic(sim, traffic_rng, messages, per_account, rate, progress)

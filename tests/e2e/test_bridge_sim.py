@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from bridge.app import Bridge
-from tests.helpers import LocalClient, running_bridge
+from tests.helpers import LocalClient, eventually, running_bridge
 
 from .conftest import RunningSim
 
@@ -114,6 +114,10 @@ async def test_stopped_pings_lead_to_a_fresh_subscription(simulator: RunningSim)
         sim.set_faults(stop_pings=True)
         status = await client.wait_status("polling", after=at)
         assert "no ping" in status["reason"]
+        # a socket opened during the silence never gets its welcome; pings resuming on it
+        # must not keep it alive without a subscription
+        mark = len(sim.request_log())
+        await eventually(lambda: any(r["path"] == "/cable" for r in sim.request_log()[mark:]))
         sim.set_faults(stop_pings=False)
         await client.wait_status("live", after=at)
         mid = sim.create_message(1, 1, content="after silence")["id"]

@@ -193,6 +193,16 @@ def test_overdue_and_next_deadline():
     assert client.next_deadline(6.0, 10.0) == 12.0
 
 
+def test_a_welcome_that_never_comes_times_out_too():
+    """Queued subscriptions count from the socket's open: pings alone keep nothing alive."""
+    client = ac.CableClient(0.0)
+    client.subscribe(ID1, 0.0)
+    client.receive_text('{"type":"ping","message":1}', 5.0)  # pings, but the welcome was lost
+    assert not client.is_stale(9.0, 6.0)
+    assert client.next_deadline(6.0, 10.0) == 10.0
+    assert client.overdue(10.5, 10.0) == [ID1]
+
+
 def test_perform_only_on_confirmed_subscription():
     """update_presence is sent as a message command with data as a JSON string."""
     client = opened()
