@@ -48,15 +48,15 @@ simulate: install
 	$(BIN)/chatwoot-bridge simulate
 
 lint: install
-	$(BIN)/ruff check bridge tests bench
-	$(BIN)/ruff format --check bridge tests bench
+	$(BIN)/ruff check bridge tests bench grafana
+	$(BIN)/ruff format --check bridge tests bench grafana
 
 typecheck: install
 	$(BIN)/mypy bridge
 
 fmt: install
-	$(BIN)/ruff format bridge tests bench
-	$(BIN)/ruff check --fix bridge tests bench
+	$(BIN)/ruff format bridge tests bench grafana
+	$(BIN)/ruff check --fix bridge tests bench grafana
 
 test: install system-packages lint typecheck
 	$(BIN)/pytest -q

@@ -34,6 +34,7 @@ from bridge.rest import ChatwootREST
 from bridge.server import LocalServer
 from bridge.status import StatusBoard, UpstreamHealth
 from bridge.sync import Syncer, remember
+from bridge.systemd import Notifier
 from bridge.tracking import ConversationTracker
 from bridge.upstream import Identity, Upstream
 
@@ -49,6 +50,7 @@ class Bridge:
         registry: the Prometheus registry (a fresh one by default).
         store: the event log (in memory by default).
         lease: upstream ownership (always held by default).
+        notifier: systemd notifications (none by default).
         clock: wall clock.
     """
 
@@ -59,9 +61,11 @@ class Bridge:
         registry: CollectorRegistry | None = None,
         store: EventStore | None = None,
         lease: UpstreamLease | None = None,
+        notifier: Notifier | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
+        self.notifier = notifier or Notifier()
         self.clock = clock
         self.metrics = Metrics.create(
             registry or CollectorRegistry(auto_describe=True), __version__
@@ -79,11 +83,7 @@ class Bridge:
         self.hub = Hub(on_slow=self._on_slow)
         self.pipeline = Pipeline(self.store, self.hub, self.metrics, clock=clock)
         self.cache = MessageCache(
-            cfg.cache.max_messages,
-            cfg.cache.ttl,
-            on_lookup=lambda hit: (
-                self.metrics.cache_hits if hit else self.metrics.cache_misses
-            ).inc(),
+            cfg.cache.max_messages, cfg.cache.ttl, on_lookup=self._on_cache_lookup
         )
         self.metrics.cache_messages.set_function(lambda: self.cache.messages_held)
         self.metrics.cache_bytes.set_function(lambda: self.cache.bytes_held)
@@ -115,47 +115,16 @@ class Bridge:
             RestFatal: TLS or account configuration problems at startup (exit 1).
         """
         cfg = self.cfg
+        notifier = self.notifier
         async with AsyncExitStack() as stack:
+            stack.callback(notifier.close)
             session = await stack.enter_async_context(
                 aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(limit=cfg.rest.concurrency * 2),
                     trust_env=False,
                 )
             )
-            rest = ChatwootREST(
-                session, cfg.upstream.url, cfg.upstream.api_token, cfg.rest, self.metrics
-            )
-            identity = IdentityResolver(
-                cfg.upstream,
-                rest,
-                on_secret=lambda s: REDACTOR.add([s]),
-                on_identity=self._on_identity,
-            )
-            await self._bootstrap(identity)
-            upstream = Upstream(
-                cfg.upstream, identity, self.pipeline, self.metrics, clock=self.clock
-            )
-            syncer = Syncer(
-                rest,
-                self.cache,
-                self.tracker,
-                self.pipeline.publish,
-                self.store.seen,
-                clock=self.clock,
-            )
-            poller = self.poller = Poller(
-                cfg.poller,
-                syncer,
-                self.health,
-                self.metrics,
-                accounts=lambda: self.accounts,
-                clients=lambda: len(self.hub),
-                any_active=self._any_active,
-                last_frame_at=lambda: upstream.last_frame_at,
-                clock=self.clock,
-            )
-            self.pipeline.cable_listeners.append(poller.cable_state)
-            self.hub.on_change.append(poller.clients_changed)
+            upstream, poller = await self._build(session)
             runner = web.AppRunner(
                 self.server.build_app(), handle_signals=False, access_log=None, shutdown_timeout=1.0
             )
@@ -165,6 +134,8 @@ class Bridge:
             await site.start()
             self.url = _site_url(runner, cfg.server.host)
             log.info("bridge.listening", url=self.url, version=__version__)
+            self.status.subscribe(lambda s: notifier.status(f"upstream {s.state}: {s.reason}"))
+            notifier.ready(f"listening on {self.url}; upstream {self.status.current.state}")
             if on_ready is not None:
                 on_ready(self.url)
             async with asyncio.TaskGroup() as tg:
@@ -172,15 +143,46 @@ class Bridge:
                     tg.create_task(self._hold_upstream(upstream), name="upstream"),
                     tg.create_task(poller.run(), name="poller"),
                     tg.create_task(self._housekeeping(), name="housekeeping"),
+                    tg.create_task(notifier.watchdog(), name="watchdog"),
                 ]
                 await stop.wait()
                 log.info("bridge.stopping")
+                notifier.stopping()
                 await site.stop()
                 for task in tasks:
                     task.cancel()
             await self._close_clients()
             await self.lease.release()
         log.info("bridge.stopped")
+
+    async def _build(self, session: aiohttp.ClientSession) -> tuple[Upstream, Poller]:
+        """The services that need the HTTP session; reads the profile once."""
+        cfg = self.cfg
+        rest = ChatwootREST(
+            session, cfg.upstream.url, cfg.upstream.api_token, cfg.rest, self.metrics
+        )
+        identity = IdentityResolver(
+            cfg.upstream, rest, on_secret=lambda s: REDACTOR.add([s]), on_identity=self._on_identity
+        )
+        await self._bootstrap(identity)
+        upstream = Upstream(cfg.upstream, identity, self.pipeline, self.metrics, clock=self.clock)
+        syncer = Syncer(
+            rest, self.cache, self.tracker, self.pipeline.publish, self.store.seen, clock=self.clock
+        )
+        poller = self.poller = Poller(
+            cfg.poller,
+            syncer,
+            self.health,
+            self.metrics,
+            accounts=lambda: self.accounts,
+            clients=lambda: len(self.hub),
+            any_active=self._any_active,
+            last_frame_at=lambda: upstream.last_frame_at,
+            clock=self.clock,
+        )
+        self.pipeline.cable_listeners.append(poller.cable_state)
+        self.hub.on_change.append(poller.clients_changed)
+        return upstream, poller
 
     # Private methods
 
@@ -199,6 +201,10 @@ class Bridge:
     def _on_identity(self, identity: Identity) -> None:
         self.accounts = identity.account_ids
         self.pipeline.accounts = frozenset(identity.account_ids)
+
+    def _on_cache_lookup(self, hit: bool, key: tuple[int, int]) -> None:
+        (self.metrics.cache_hits if hit else self.metrics.cache_misses).inc()
+        log.debug("cache.hit" if hit else "cache.miss", account_id=key[0], conversation_id=key[1])
 
     def _any_active(self, now: float) -> bool:
         """A conversation is active when a client names it or it was busy lately."""

@@ -35,7 +35,7 @@ class MessageCache:
         max_messages: messages kept per conversation (BRIDGE_CACHE_MAX_MESSAGES).
         ttl: seconds a conversation is kept after its last write (BRIDGE_CACHE_TTL_MS).
         max_conversations: conversations kept at most.
-        on_lookup: told of every hit (True) and miss (False), for metrics.
+        on_lookup: told of every hit (True) and miss (False) and its conversation.
     """
 
     def __init__(
@@ -43,7 +43,7 @@ class MessageCache:
         max_messages: int,
         ttl: float,
         max_conversations: int = 10_000,
-        on_lookup: Callable[[bool], None] | None = None,
+        on_lookup: Callable[[bool, Key], None] | None = None,
     ) -> None:
         self.on_lookup = on_lookup
         self.max_messages = max_messages
@@ -96,9 +96,9 @@ class MessageCache:
         """The highest message id known for the conversation, or None (a miss)."""
         conv = self._live((account_id, conversation_id), now)
         if conv is None or conv.max_id == 0:
-            self._count(hit=False)
+            self._count((account_id, conversation_id), hit=False)
             return None
-        self._count(hit=True)
+        self._count((account_id, conversation_id), hit=True)
         return conv.max_id
 
     def anchor(
@@ -119,7 +119,7 @@ class MessageCache:
                 if isinstance(created, int | float) and created < before:
                     best = message_id
                     break
-        self._count(hit=best is not None)
+        self._count((account_id, conversation_id), hit=best is not None)
         return best
 
     def get(
@@ -141,9 +141,9 @@ class MessageCache:
         """Up to ``limit`` latest messages (below ``before``), ascending; None on a miss."""
         conv = self._live((account_id, conversation_id), now)
         if conv is None or not conv.messages:
-            self._count(hit=False)
+            self._count((account_id, conversation_id), hit=False)
             return None
-        self._count(hit=True)
+        self._count((account_id, conversation_id), hit=True)
         ids = [i for i in conv.messages if before is None or i < before]
         return [conv.messages[i] for i in ids[-limit:]]
 
@@ -159,13 +159,13 @@ class MessageCache:
 
     # Private methods
 
-    def _count(self, *, hit: bool) -> None:
+    def _count(self, key: Key, *, hit: bool) -> None:
         if hit:
             self.hits += 1
         else:
             self.misses += 1
         if self.on_lookup is not None:
-            self.on_lookup(hit)
+            self.on_lookup(hit, key)
 
     def _live(self, key: Key, now: float) -> _Conversation | None:
         conv = self._conversations.get(key)

@@ -146,6 +146,7 @@ def _report_config_error(exc: ConfigError, err: TextIO) -> int:
 
 def _cmd_run(args: argparse.Namespace, env: Mapping[str, str], err: TextIO) -> int:
     from bridge.app import Bridge  # noqa: PLC0415  (keeps `tail` and `--help` light)
+    from bridge.systemd import Notifier  # noqa: PLC0415
 
     cfg = load_config(args, env)
     logs.configure(cfg.log, secrets=cfg.secrets())
@@ -161,7 +162,7 @@ def _cmd_run(args: argparse.Namespace, env: Mapping[str, str], err: TextIO) -> i
 
     async def entry(stop: asyncio.Event) -> int:
         try:
-            await Bridge(cfg).run(stop)
+            await Bridge(cfg, notifier=Notifier.from_env(os.environ)).run(stop)
         except RestFatal as exc:
             err.write(f"chatwoot-bridge: {exc}\n")
             return EXIT_FATAL

@@ -9,12 +9,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from bridge.events import KNOWN_EVENTS, SOURCES
 
 
 UPSTREAM_STATES = ("live", "connecting", "polling", "down")
+# Label values created up front, so dashboards and alerts see zeros rather than nothing.
+DISCONNECT_REASONS = ("client_closed", "slow_consumer", "shutdown", "frame_too_big")
+REST_ENDPOINTS = ("profile", "conversations", "messages")
+REST_OUTCOMES = (
+    "ok",
+    "unauthorized",
+    "rate_limited",
+    "server_error",
+    "client_error",
+    "timeout",
+    "tls_error",
+    "unreachable",
+    "malformed",
+)
 
 # Fan-out and lag happen in milliseconds when healthy, seconds when REST fills a gap.
 LATENCY_BUCKETS = (
@@ -230,6 +252,11 @@ class Metrics:
                 registry=r,
             ),
         )
+        # process_* (memory, CPU, start time, file descriptors) and python_* on the same
+        # registry: the seed's "cache memory" KPI reads next to process memory.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        r.register(GC_COLLECTOR)
         metrics.build_info.labels(version=version).set(1)
         for state in UPSTREAM_STATES:
             metrics.upstream_state.labels(state=state).set(0)
@@ -242,6 +269,12 @@ class Metrics:
             metrics.events_dropped.labels(reason=reason)
         for reason in ("timeout", "rejected"):
             metrics.subscribe_failures.labels(reason=reason)
+        for reason in DISCONNECT_REASONS:
+            metrics.client_disconnects.labels(reason=reason)
+        for endpoint in REST_ENDPOINTS:
+            metrics.poll_request_duration.labels(endpoint=endpoint)
+            for outcome in REST_OUTCOMES:
+                metrics.poll_requests.labels(endpoint=endpoint, outcome=outcome)
         for mode in ("outage", "reconnect", "reconcile"):
             metrics.gap_events.labels(reason=mode)
             for outcome in ("ok", "error"):

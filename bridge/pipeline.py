@@ -7,6 +7,7 @@ here, so the same fact is published once whichever source delivers it first.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Container
 
@@ -22,6 +23,7 @@ from bridge.upstream import CableState
 
 
 log = structlog.get_logger("bridge.pipeline")
+_ROOT = logging.getLogger()
 
 
 class Pipeline:
@@ -82,6 +84,16 @@ class Pipeline:
         metrics = self.metrics
         label = event_label(event.name)
         metrics.events_received.labels(source=event.source, event=label).inc()
+        # Per-event lines only at debug level; the check keeps the hot path cheap.
+        debug = _ROOT.isEnabledFor(logging.DEBUG)
+        if debug:
+            log.debug(
+                "event.received",
+                event_name=event.name[:100],
+                source=event.source,
+                account_id=event.account_id,
+                conversation_id=event.conversation_id,
+            )
         if not event.known:
             log.info("event.unknown", event_name=event.name[:100], account_id=event.account_id)
         result = await self.store.append(event)
@@ -101,6 +113,10 @@ class Pipeline:
             metrics.event_lag.labels(source=event.source).observe(max(0.0, now - event.occurred_at))
         metrics.last_event.set(now)
         metrics.eventlog_seq.set(result.seq)
+        if debug:
+            log.debug(
+                "event.published", event_name=event.name[:100], seq=result.seq, deliveries=delivered
+            )
         for observer in self.observers:
             observer(result)
         return result

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
+import structlog
 
 from bridge.config import RestConfig, Secret
 from bridge.errors import RestError, RestFatal, RestRetryable, Unauthorized
@@ -23,6 +24,7 @@ from bridge.metrics import Metrics
 
 
 T = TypeVar("T")
+log = structlog.get_logger("bridge.rest")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 USER_AGENT = "chatwoot-bridge"
@@ -192,6 +194,9 @@ class ChatwootREST:
             return result
         except RestError as exc:
             outcome = exc.outcome
+            log.warning(
+                "rest.error", endpoint=endpoint, outcome=outcome, status=exc.status, error=str(exc)
+            )
             raise
         finally:
             if self._metrics is not None:

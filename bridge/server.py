@@ -237,6 +237,13 @@ class LocalServer:
             self.metrics.client_disconnects.labels(reason="bad_request").inc()
             return ws
         client = WsClient(ws, transport, flt, self.cfg.client_buffer_bytes)
+        log.info(
+            "client.connected",
+            transport="ws",
+            clients=len(self.clients) + 1,
+            resume=resume is not None,
+            filter=flt.to_wire(),
+        )
         self.clients.add(client)
         self._no_clients.clear()
         gauge = self.metrics.clients_connected.labels(transport="ws")
@@ -257,7 +264,11 @@ class LocalServer:
             if not self.clients:
                 self._no_clients.set()
             gauge.dec()
-            self.metrics.client_disconnects.labels(reason=_disconnect_reason(client)).inc()
+            reason = _disconnect_reason(client)
+            self.metrics.client_disconnects.labels(reason=reason).inc()
+            log.info(
+                "client.disconnected", transport="ws", reason=reason, clients=len(self.clients)
+            )
             if not transport.is_closing() and client.close_code == 4029:
                 transport.abort()
         return ws

@@ -71,12 +71,14 @@ def test_history_page_before():
 
 def test_lookups_are_reported():
     """Hits and misses reach the on_lookup callback (metrics)."""
-    seen: list[bool] = []
-    cache = MessageCache(max_messages=10, ttl=60, on_lookup=seen.append)
+    seen: list[tuple[bool, tuple[int, int]]] = []
+    cache = MessageCache(
+        max_messages=10, ttl=60, on_lookup=lambda hit, key: seen.append((hit, key))
+    )
     cache.cursor(1, 1, now=0)
     cache.record(1, 1, msg(1), now=0)
     cache.cursor(1, 1, now=0)
-    assert seen == [False, True]
+    assert seen == [(False, (1, 1)), (True, (1, 1))]
 
 
 def test_messages_without_integer_ids_are_ignored():
