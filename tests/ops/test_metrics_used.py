@@ -59,3 +59,37 @@ async def test_every_metric_used_is_exported(bridge_on_sim):
     assert missing == []
     empty = sorted(n for n in used if n not in sample_names)
     assert empty == [], f"exported without any sample: {empty}"
+
+
+PROTOCOL_METRICS = {
+    "chatwoot_bridge_upstream_state": {"state"},
+    "chatwoot_bridge_upstream_reconnects_total": set(),
+    "chatwoot_bridge_events_received_total": {"source", "event"},
+    "chatwoot_bridge_events_published_total": {"event"},
+    "chatwoot_bridge_events_deduplicated_total": {"source"},
+    "chatwoot_bridge_events_stale_dropped_total": set(),
+    "chatwoot_bridge_gap_events_total": {"reason"},
+    "chatwoot_bridge_clients_connected": set(),
+    "chatwoot_bridge_client_disconnects_total": {"reason"},
+    "chatwoot_bridge_fanout_latency_seconds_bucket": set(),
+    "chatwoot_bridge_event_lag_seconds_bucket": set(),
+    "chatwoot_bridge_poll_requests_total": {"endpoint", "outcome"},
+    "chatwoot_bridge_poll_request_duration_seconds_bucket": set(),
+    "chatwoot_bridge_cache_hits_total": set(),
+    "chatwoot_bridge_cache_misses_total": set(),
+    "chatwoot_bridge_cache_messages": set(),
+}
+
+
+async def test_every_metric_of_the_contract_is_exported(bridge_on_sim):
+    """protocol.md §5: each name is exported with (at least) its labels."""
+    _, url = bridge_on_sim
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as response:
+        text = await response.text()
+    labels: dict[str, set[str]] = {}
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    for name, wanted in PROTOCOL_METRICS.items():
+        assert name in labels, name
+        assert wanted <= labels[name], (name, labels[name])
