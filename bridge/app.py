@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from bridge import __version__
+from bridge.auth import build_authenticator
 from bridge.bootstrap import IdentityResolver
 from bridge.cache import MessageCache
 from bridge.config import Config
@@ -100,6 +101,9 @@ class Bridge:
             self.status,
             self.metrics,
             poll_window=cfg.poller.inactive_interval + cfg.rest.timeout,
+            limits=cfg.limits,
+            authenticator=build_authenticator(cfg.auth),
+            allowed_origins=cfg.auth.allowed_origins,
             clock=clock,
         )
         self.metrics.set_upstream_state(self.status.current.state)
@@ -130,6 +134,8 @@ class Bridge:
             )
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
+            assert runner.server is not None
+            self.server.guard_handshakes(runner.server)
             site = web.TCPSite(runner, cfg.server.host, cfg.server.port, reuse_address=True)
             await site.start()
             self.url = _site_url(runner, cfg.server.host)

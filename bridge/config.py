@@ -8,6 +8,7 @@ Precedence: file < environment < flags.
 from __future__ import annotations
 
 import ipaddress
+import json
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -158,6 +159,64 @@ class ServerConfig:
             return False
 
 
+AuthMode = Literal["none", "token", "jwt"]
+SourceName = Literal["cable", "poll", "webhook"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTokenConfig:
+    """A static client token from the file: its SHA-256 and what it may see and do."""
+
+    name: str
+    sha256: str
+    # The scope table as written (accounts, inboxes, conversations, events, commands).
+    scope: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """How local clients prove who they are (BRIDGE_AUTH)."""
+
+    modes: tuple[AuthMode, ...] = ("none",)
+    tokens: tuple[ClientTokenConfig, ...] = ()
+    # HMAC key for client JWTs (BRIDGE_JWT_SECRET), at least 32 characters.
+    jwt_secret: Secret | None = None
+    jwt_audience: str | None = None
+    # The longest lifetime a JWT may have left, s (1 h).
+    jwt_max_ttl: float = 3600.0
+    # Browser origins allowed to open the socket; None: the bridge's own origin only.
+    allowed_origins: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Bounds on what clients may do."""
+
+    max_clients: int = 10_000
+    max_clients_per_ip: int = 200
+    # TCP accept to finished WebSocket handshake, s.
+    handshake_timeout: float = 10.0
+    # Client frames per second (the burst is twice this); above: close 4029.
+    frames_per_second: float = 20.0
+    # Filter changes per minute (burst 10); above: an error frame.
+    subscribes_per_minute: float = 30.0
+    # WebSocket ping period for idle clients, s; 0 switches it off.
+    ping_interval: float = 30.0
+    # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs).
+    trusted_proxies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """Chatwoot webhooks at POST /webhooks/chatwoot."""
+
+    secrets: tuple[Secret, ...] = ()
+    allow_unsigned: bool = False
+    # Oldest X-Chatwoot-Timestamp accepted, s (5 min).
+    tolerance: float = 300.0
+    max_bytes: int = 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     """Logging."""
@@ -178,17 +237,27 @@ class Config:
     eventlog: EventLogConfig = field(default_factory=EventLogConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    # The event sources switched on (BRIDGE_SOURCES): the seed plan's feature flags.
+    sources: frozenset[SourceName] = frozenset({"cable", "poll"})
 
     def secrets(self) -> list[str]:
         """Every secret value configured, for the log redaction processor."""
         found = [self.upstream.api_token.get()]
         if self.upstream.pubsub_token is not None:
             found.append(self.upstream.pubsub_token.get())
+        if self.auth.jwt_secret is not None:
+            found.append(self.auth.jwt_secret.get())
+        found += [s.get() for s in self.webhook.secrets]
         return [s for s in found if s]
 
 
 # Variables whose values are secret: never echoed back in an error.
-SECRET_VARIABLES = frozenset({"CHATWOOT_API_TOKEN", "CHATWOOT_PUBSUB_TOKEN"})
+SECRET_VARIABLES = frozenset(
+    {"CHATWOOT_API_TOKEN", "CHATWOOT_PUBSUB_TOKEN", "BRIDGE_JWT_SECRET", "BRIDGE_WEBHOOK_SECRETS"}
+)
 
 # Every variable we know, for the "unknown variable" hint in TOML files.
 KNOWN_VARIABLES = frozenset(
@@ -222,6 +291,24 @@ KNOWN_VARIABLES = frozenset(
         "BRIDGE_CLIENT_BUFFER_BYTES",
         "BRIDGE_CLIENT_MAX_FRAME_BYTES",
         "BRIDGE_SHUTDOWN_GRACE_MS",
+        "BRIDGE_AUTH",
+        "BRIDGE_CLIENTS",
+        "BRIDGE_JWT_SECRET",
+        "BRIDGE_JWT_AUDIENCE",
+        "BRIDGE_JWT_MAX_TTL_MS",
+        "BRIDGE_ALLOWED_ORIGINS",
+        "BRIDGE_TRUSTED_PROXIES",
+        "BRIDGE_MAX_CLIENTS",
+        "BRIDGE_MAX_CLIENTS_PER_IP",
+        "BRIDGE_HANDSHAKE_TIMEOUT_MS",
+        "BRIDGE_CLIENT_FRAMES_PER_SECOND",
+        "BRIDGE_SUBSCRIBES_PER_MINUTE",
+        "BRIDGE_CLIENT_PING_MS",
+        "BRIDGE_SOURCES",
+        "BRIDGE_WEBHOOK_SECRETS",
+        "BRIDGE_WEBHOOK_ALLOW_UNSIGNED",
+        "BRIDGE_WEBHOOK_TOLERANCE_MS",
+        "BRIDGE_WEBHOOK_MAX_BYTES",
     }
 )
 
@@ -478,6 +565,49 @@ def load(
     )
     if poller.inactive_interval < poller.active_interval:
         r.problems.append("BRIDGE_POLL_INACTIVE_MS: must not be shorter than BRIDGE_POLL_ACTIVE_MS")
+    auth = _auth(r, server)
+    limits = LimitsConfig(
+        max_clients=r.get(
+            "BRIDGE_MAX_CLIENTS", _positive_int, 10_000, "must be a positive integer"
+        ),
+        max_clients_per_ip=r.get(
+            "BRIDGE_MAX_CLIENTS_PER_IP", _positive_int, 200, "must be a positive integer"
+        ),
+        handshake_timeout=r.get(
+            "BRIDGE_HANDSHAKE_TIMEOUT_MS", _ms, 10.0, "must be a positive number of ms"
+        ),
+        frames_per_second=r.get(
+            "BRIDGE_CLIENT_FRAMES_PER_SECOND", _positive_float, 20.0, "must be a positive number"
+        ),
+        subscribes_per_minute=r.get(
+            "BRIDGE_SUBSCRIBES_PER_MINUTE", _positive_float, 30.0, "must be a positive number"
+        ),
+        ping_interval=r.get(
+            "BRIDGE_CLIENT_PING_MS", _ms_or_zero, 30.0, "must be a number of ms, 0 for off"
+        ),
+        trusted_proxies=r.get(
+            "BRIDGE_TRUSTED_PROXIES", _networks, (), "must be a comma list of addresses or CIDRs"
+        ),
+    )
+    webhook = WebhookConfig(
+        secrets=tuple(Secret(s) for s in _split_list(r.string("BRIDGE_WEBHOOK_SECRETS"))),
+        allow_unsigned=r.get("BRIDGE_WEBHOOK_ALLOW_UNSIGNED", _switch, False, "must be on or off"),
+        tolerance=r.get(
+            "BRIDGE_WEBHOOK_TOLERANCE_MS", _ms, 300.0, "must be a positive number of ms"
+        ),
+        max_bytes=r.get(
+            "BRIDGE_WEBHOOK_MAX_BYTES", _positive_int, 1024 * 1024, "must be a positive integer"
+        ),
+    )
+    default_sources: frozenset[SourceName] = frozenset({"cable", "poll"})
+    sources = r.get(
+        "BRIDGE_SOURCES", _sources, default_sources, "must be a comma list of cable, poll, webhook"
+    )
+    if "webhook" in sources and not (webhook.secrets or webhook.allow_unsigned):
+        r.problems.append(
+            "BRIDGE_SOURCES: webhook needs BRIDGE_WEBHOOK_SECRETS "
+            "(or BRIDGE_WEBHOOK_ALLOW_UNSIGNED=on for Chatwoot versions that do not sign)"
+        )
     if r.problems:
         raise ConfigError(r.problems)
     return Config(
@@ -488,7 +618,133 @@ def load(
         eventlog=eventlog,
         server=server,
         log=log,
+        auth=auth,
+        limits=limits,
+        webhook=webhook,
+        sources=sources,
     )
+
+
+def _auth(r: _Reader, server: ServerConfig) -> AuthConfig:
+    default: tuple[AuthMode, ...] = ("none",)
+    modes = r.get("BRIDGE_AUTH", _auth_modes, default, "must be none, token, jwt or token,jwt")
+    if "none" in modes and not server.is_loopback:
+        r.problems.append(
+            f"BRIDGE_AUTH: none is only allowed while BRIDGE_LISTEN is loopback "
+            f"(it is {server.host}); set token and/or jwt"
+        )
+    secret = r.string("BRIDGE_JWT_SECRET")
+    if "jwt" in modes and len(secret) < 32:
+        r.problems.append("BRIDGE_JWT_SECRET: required for jwt, at least 32 characters")
+    tokens = _client_tokens(r, r.string("BRIDGE_CLIENTS"))
+    if "token" in modes and not tokens:
+        r.problems.append("BRIDGE_CLIENTS: token auth needs [[bridge.clients]] entries in --config")
+    origins = r.string("BRIDGE_ALLOWED_ORIGINS")
+    return AuthConfig(
+        modes=modes,
+        tokens=tokens,
+        jwt_secret=Secret(secret) if secret else None,
+        jwt_audience=r.string("BRIDGE_JWT_AUDIENCE") or None,
+        jwt_max_ttl=r.get("BRIDGE_JWT_MAX_TTL_MS", _ms, 3600.0, "must be a positive number of ms"),
+        allowed_origins=tuple(_split_list(origins)) if origins else None,
+    )
+
+
+def _client_tokens(r: _Reader, raw: str) -> tuple[ClientTokenConfig, ...]:
+    if not raw:
+        return ()
+    try:
+        tables = json.loads(raw)
+    except ValueError:
+        r.problems.append("BRIDGE_CLIENTS: must be [[bridge.clients]] tables")
+        return ()
+    if not isinstance(tables, list):
+        r.problems.append("BRIDGE_CLIENTS: must be [[bridge.clients]] tables")
+        return ()
+    tokens = []
+    for i, table in enumerate(tables):
+        where = f"bridge.clients[{i}]"
+        if not isinstance(table, dict):
+            r.problems.append(f"{where}: must be a table")
+            continue
+        name, digest = table.get("name"), table.get("token_sha256")
+        if not isinstance(name, str) or not name:
+            r.problems.append(f"{where}: needs a name")
+            continue
+        if (
+            not isinstance(digest, str)
+            or len(digest) != 64
+            or any(c not in "0123456789abcdef" for c in digest.lower())
+        ):
+            r.problems.append(
+                f"{where} ({name}): token_sha256 must be 64 hex digits (chatwoot-bridge token)"
+            )
+            continue
+        unknown = set(table) - {
+            "name",
+            "token_sha256",
+            "accounts",
+            "inboxes",
+            "conversations",
+            "events",
+            "commands",
+        }
+        if unknown:
+            r.problems.append(f"{where} ({name}): unknown keys {sorted(unknown)}")
+            continue
+        scope = tuple(sorted((k, v) for k, v in table.items() if k not in ("name", "token_sha256")))
+        tokens.append(ClientTokenConfig(name, digest.lower(), scope))
+    return tuple(tokens)
+
+
+def _auth_modes(raw: str) -> tuple[AuthMode, ...]:
+    modes: list[AuthMode] = []
+    for part in _split_list(raw):
+        if part == "none":
+            modes.append("none")
+        elif part == "token":
+            modes.append("token")
+        elif part == "jwt":
+            modes.append("jwt")
+        else:
+            raise ValueError(raw)
+    if not modes or ("none" in modes and len(modes) > 1):
+        raise ValueError(raw)
+    return tuple(dict.fromkeys(modes))
+
+
+def _sources(raw: str) -> frozenset[SourceName]:
+    found: set[SourceName] = set()
+    for part in _split_list(raw):
+        if part == "cable":
+            found.add("cable")
+        elif part == "poll":
+            found.add("poll")
+        elif part == "webhook":
+            found.add("webhook")
+        else:
+            raise ValueError(raw)
+    if not found:
+        raise ValueError(raw)
+    return frozenset(found)
+
+
+def _networks(raw: str) -> tuple[str, ...]:
+    nets = _split_list(raw)
+    for net in nets:
+        ipaddress.ip_network(net, strict=False)
+    return tuple(nets)
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError(raw)
+    return value
+
+
+def _split_list(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
 
 
 def _flatten(
@@ -504,6 +760,9 @@ def _flatten(
             out[name] = str(value)
         elif isinstance(value, list) and all(isinstance(v, int | float | str) for v in value):
             out[name] = ",".join(str(v) for v in value)
+        elif name == "BRIDGE_CLIENTS" and isinstance(value, list):
+            # [[bridge.clients]] tables travel as JSON to load(), which validates them.
+            out[name] = json.dumps(value, default=str)
         else:
             problems.append(f"{name}: unsupported value type {type(value).__name__}")
 

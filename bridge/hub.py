@@ -13,16 +13,29 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-from bridge.clientproto import ConversationRef, Filter
-from bridge.events import Entry
+from bridge.clientproto import ConversationRef
+from bridge.events import Entry, Event
+
+
+class Selector(Protocol):
+    """Which events a subscriber gets (its filter within its scope)."""
+
+    @property
+    def conversations(self) -> frozenset[ConversationRef] | None:
+        """Conversations it names, if any."""
+        ...
+
+    def matches(self, event: Event) -> bool:
+        """Whether it gets ``event``."""
+        ...
 
 
 class Subscriber(Protocol):
     """A local client as the hub sees it (anycable's ``HubSession``)."""
 
     @property
-    def filter(self) -> Filter:
-        """What the client wants; may change during its life."""
+    def filter(self) -> Selector:
+        """What the client wants and may see; may change during its life."""
         ...
 
     def deliver(self, entry: Entry) -> bool:

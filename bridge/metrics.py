@@ -24,7 +24,19 @@ from bridge.events import KNOWN_EVENTS, SOURCES
 
 UPSTREAM_STATES = ("live", "connecting", "polling", "down")
 # Label values created up front, so dashboards and alerts see zeros rather than nothing.
-DISCONNECT_REASONS = ("client_closed", "slow_consumer", "shutdown", "frame_too_big")
+DISCONNECT_REASONS = (
+    "client_closed",
+    "slow_consumer",
+    "rate_limited",
+    "shutdown",
+    "frame_too_big",
+    "idle",
+    "unauthorized",
+    "forbidden",
+    "bad_request",
+)
+AUTH_FAILURES = ("missing", "invalid", "expired", "too_long", "bad_claims", "malformed")
+REFUSALS = ("origin", "max_clients", "max_per_address", "timeout")
 REST_ENDPOINTS = ("profile", "conversations", "messages")
 REST_OUTCOMES = (
     "ok",
@@ -88,6 +100,8 @@ class Metrics:
     eventlog_seq: Gauge
     clients_connected: Gauge
     client_disconnects: Counter
+    auth_failures: Counter
+    handshakes_refused: Counter
     client_frames: Counter
     client_errors: Counter
     deliveries: Counter
@@ -196,6 +210,18 @@ class Metrics:
                 ["reason"],
                 registry=r,
             ),
+            auth_failures=Counter(
+                p + "auth_failures",
+                "Client credentials refused (close 4001), by reason.",
+                ["reason"],
+                registry=r,
+            ),
+            handshakes_refused=Counter(
+                p + "handshakes_refused",
+                "Connections refused before the upgrade (origin, limits) or cut (timeout).",
+                ["reason"],
+                registry=r,
+            ),
             client_frames=Counter(
                 p + "client_frames",
                 "Frames received from local clients, by type.",
@@ -271,6 +297,10 @@ class Metrics:
             metrics.subscribe_failures.labels(reason=reason)
         for reason in DISCONNECT_REASONS:
             metrics.client_disconnects.labels(reason=reason)
+        for reason in AUTH_FAILURES:
+            metrics.auth_failures.labels(reason=reason)
+        for reason in REFUSALS:
+            metrics.handshakes_refused.labels(reason=reason)
         for endpoint in REST_ENDPOINTS:
             metrics.poll_request_duration.labels(endpoint=endpoint)
             for outcome in REST_OUTCOMES:

@@ -1,143 +1,91 @@
-"""The local edge: ``GET /ws``, ``/healthz``, ``/readyz`` and ``/metrics`` on aiohttp.
+"""The local edge on aiohttp: admission to ``GET /ws``, health, metrics, webhooks.
 
-Each WebSocket client gets a small TaskGroup (reader, closer). Live event frames are
-written as prepared bytes straight to the client's transport, one ``write`` per client
-per event, and a client whose unsent bytes would pass its buffer limit is dropped with
-4029 (protocol.md §2, §3). Replay on resume goes through aiohttp's ``send_str``, which
-waits for the socket to drain; events published meanwhile are held and flushed after.
+Admission runs before a client costs anything: browser origins (refused with 403
+before the upgrade), the total and per-address client limits, then the credential (a
+refused one gets an ``error`` frame and close 4001, since browsers cannot read a
+refused handshake), then the filter against the credential's scope (4003). A handshake
+that does not finish within the timeout is cut at the TCP level. Each admitted
+connection then runs as a :class:`bridge.wsclient.Session`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
-from collections import deque
-from collections.abc import Callable
+import weakref
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from websockets.frames import Frame, Opcode
 
 from bridge import clientproto as cp
-from bridge.config import ServerConfig
-from bridge.eventlog import Gap
-from bridge.events import Entry, format_time
+from bridge.auth import Authenticator, AuthError, origin_allowed
+from bridge.config import LimitsConfig, ServerConfig
+from bridge.events import format_time
 from bridge.hub import GOING_AWAY, Hub
 from bridge.metrics import Metrics
 from bridge.ports import EventStore
 from bridge.status import Status, StatusBoard
+from bridge.wsclient import (
+    BAD_REQUEST,
+    FORBIDDEN,
+    UNAUTHORIZED,
+    Session,
+    WsClient,
+    disconnect_reason,
+    refuse,
+)
 
 
 log = structlog.get_logger("bridge.server")
 
-BAD_REQUEST_CLOSE = 4000
-# Events held for one client while its replay is being written.
-MAX_HELD = 50_000
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def frame_bytes(text: str) -> bytes:
-    """A complete unmasked server text frame (RFC 6455 §5.2), built by websockets."""
-    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple[str, ...]) -> str:
+    """The client's address: the peer, or behind trusted proxies the right-most untrusted
+    address of ``X-Forwarded-For`` (the left part can be forged by the client)."""
+    if peer is None:
+        return "unknown"
+    if not trusted or not forwarded_for:
+        return peer
+    networks = [ipaddress.ip_network(t, strict=False) for t in trusted]
 
-
-def entry_frame(entry: Entry) -> bytes:
-    """The entry's WebSocket frame, built once and shared by every client."""
-    data = entry.cache.get("ws")
-    if data is None:
-        data = entry.cache["ws"] = frame_bytes(entry.text)
-    return data
-
-
-class WsClient:
-    """One ``/ws`` connection, as a :class:`bridge.hub.Subscriber`."""
-
-    def __init__(
-        self,
-        ws: web.WebSocketResponse,
-        transport: asyncio.Transport,
-        flt: cp.Filter,
-        buffer_limit: int,
-    ) -> None:
-        self.filter = flt
-        self.ws = ws
-        self.transport = transport
-        self.buffer_limit = buffer_limit
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self.closing = asyncio.Event()
-        # Frames published while the welcome and replay are written; None once live.
-        self._held: deque[Entry | str] | None = deque()
-        self._last_seq = 0
-
-    # Subscriber
-
-    def deliver(self, entry: Entry) -> bool:
-        if self.closing.is_set():
-            return True
-        if self._held is not None:
-            self._held.append(entry)
-            return len(self._held) <= MAX_HELD
-        return self._write(entry_frame(entry))
-
-    def send_control(self, text: str) -> bool:
-        if self.closing.is_set():
-            return True
-        if self._held is not None:
-            self._held.append(text)
-            return len(self._held) <= MAX_HELD
-        return self._write(frame_bytes(text))
-
-    def close(self, code: int, reason: str) -> None:
-        if not self.closing.is_set():
-            self.close_code = code
-            self.close_reason = reason
-            self.closing.set()
-
-    # Public methods
-
-    async def send_now(self, text: str) -> None:
-        """Send a frame before going live (welcome, reset, replay), waiting for drain."""
-        await self.ws.send_str(text)
-
-    def skip_through(self, seq: int) -> None:
-        """Held entries up to ``seq`` are already covered by the replay."""
-        self._last_seq = seq
-
-    async def send_entry(self, entry: Entry) -> None:
-        """Send a replayed entry, remembering its seq so held copies are skipped."""
-        await self.ws.send_str(entry.text)
-
-    async def go_live(self) -> None:
-        """Flush what was held during replay, then switch to direct writes."""
-        while self._held:
-            item = self._held.popleft()
-            if self.closing.is_set():
-                break
-            if isinstance(item, str):
-                await self.ws.send_str(item)
-            elif item.seq > self._last_seq:
-                await self.ws.send_str(item.text)
-        self._held = None
-
-    # Private methods
-
-    def _write(self, data: bytes) -> bool:
-        transport = self.transport
-        if transport.is_closing():
-            return True  # the reader sees the connection end and cleans up
-        if transport.get_write_buffer_size() + len(data) > self.buffer_limit:
+    def is_trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
             return False
-        transport.write(data)
-        return True
+        return any(ip in net for net in networks)
+
+    if not is_trusted(peer):
+        return peer
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        if not is_trusted(hop):
+            return hop
+    return peer
+
+
+def credential(request: web.Request) -> str | None:
+    """The token from ``Authorization: Bearer`` or the ``token`` query parameter."""
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return request.query.get("token") or None
 
 
 class LocalServer:
     """The aiohttp application of the local endpoint.
 
     Args:
-        cfg: listen address and limits.
+        cfg: listen address and client buffers.
+        limits: client limits.
+        authenticator: checks credentials.
+        allowed_origins: browser origins allowed (None: the bridge's own).
         hub: where clients subscribe.
         store: the event log, for resume.
         status: the upstream state.
@@ -154,9 +102,15 @@ class LocalServer:
         metrics: Metrics,
         *,
         poll_window: float,
+        limits: LimitsConfig | None = None,
+        authenticator: Authenticator | None = None,
+        allowed_origins: tuple[str, ...] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
+        self.limits = limits or LimitsConfig()
+        self.authenticator = authenticator or Authenticator(("none",))
+        self.allowed_origins = allowed_origins
         self.hub = hub
         self.store = store
         self.status = status
@@ -164,18 +118,36 @@ class LocalServer:
         self.poll_window = poll_window
         self.clock = clock
         self.clients: set[WsClient] = set()
+        self.per_address: Counter[str] = Counter()
+        self.routes: list[tuple[str, str, Handler]] = []
         self._no_clients = asyncio.Event()
         self._no_clients.set()
+        self._handshaken: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
         status.subscribe(self._on_status)
 
     def build_app(self) -> web.Application:
-        """The routes of protocol.md §2 and §4."""
-        app = web.Application()
+        """The routes of protocol.md §2 and §4 (and any added by other components)."""
+        app = web.Application(middlewares=[self._mark_handshaken], client_max_size=1024 * 1024)
         app.router.add_get("/ws", self.handle_ws)
         app.router.add_get("/healthz", self.handle_healthz)
         app.router.add_get("/readyz", self.handle_readyz)
         app.router.add_get("/metrics", self.handle_metrics)
+        for method, path, handler in self.routes:
+            app.router.add_route(method, path, handler)
         return app
+
+    def guard_handshakes(self, server: web.Server) -> None:
+        """Cut connections whose first request does not arrive within the handshake timeout
+        (slow-loris): aiohttp has no header timeout, so its connection hook gets one."""
+        loop = asyncio.get_running_loop()
+        timeout = self.limits.handshake_timeout
+        original = server.connection_made
+
+        def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+            original(handler, transport)
+            loop.call_later(timeout, self._check_handshake, transport)
+
+        server.connection_made = connection_made  # type: ignore[method-assign]
 
     def close_clients(self, code: int = GOING_AWAY, reason: str = "shutting down") -> None:
         """Ask every client to close (first step of shutdown)."""
@@ -197,14 +169,13 @@ class LocalServer:
         now = self.clock()
         current = self.status.current
         ready = self.status.ready(now, self.poll_window)
+        last_ok = self.status.last_poll_ok
         body = {
             "ready": ready,
             "upstream": current.state,
             "since": format_time(current.since),
             "reason": current.reason,
-            "last_poll_ok": None
-            if self.status.last_poll_ok is None
-            else format_time(self.status.last_poll_ok),
+            "last_poll_ok": None if last_ok is None else format_time(last_ok),
         }
         return web.json_response(body, status=200 if ready else 503)
 
@@ -217,9 +188,15 @@ class LocalServer:
 
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         """The local WebSocket endpoint (protocol.md §2)."""
+        refused = self._admit(request)
+        if refused is not None:
+            return refused
+        address = client_address(
+            request.remote, request.headers.get("X-Forwarded-For"), self.limits.trusted_proxies
+        )
         ws = web.WebSocketResponse(
             autoping=True,
-            heartbeat=None,
+            heartbeat=self.limits.ping_interval or None,
             compress=False,
             max_msg_size=self.cfg.client_max_frame_bytes,
             timeout=2.0,
@@ -229,146 +206,113 @@ class LocalServer:
         if transport is None:  # the peer went away during the handshake
             return ws
         try:
+            identity = self.authenticator.authenticate(credential(request), self.clock())
+        except AuthError as exc:
+            self.metrics.auth_failures.labels(reason=exc.reason).inc()
+            self.metrics.client_disconnects.labels(reason="unauthorized").inc()
+            log.info("client.unauthorized", reason=exc.reason, address=address)
+            await refuse(ws, UNAUTHORIZED, cp.ClientError("unauthorized", str(exc)))
+            return ws
+        try:
             flt, resume = cp.parse_query(request.query)
+            identity.scope.check_filter(flt)
         except cp.ClientError as exc:
             self.metrics.client_errors.labels(code=exc.code).inc()
-            await ws.send_str(cp.error_frame(exc.code, exc.message))
-            await ws.close(code=BAD_REQUEST_CLOSE, message=b"bad request")
-            self.metrics.client_disconnects.labels(reason="bad_request").inc()
+            self.metrics.client_disconnects.labels(reason=exc.code).inc()
+            await refuse(ws, FORBIDDEN if exc.code == "forbidden" else BAD_REQUEST, exc)
             return ws
-        client = WsClient(ws, transport, flt, self.cfg.client_buffer_bytes)
+        await self._serve(ws, transport, identity, flt, resume, address)
+        return ws
+
+    # Private methods
+
+    def _admit(self, request: web.Request) -> web.Response | None:
+        """Checks that cost no upgrade: origin and connection limits."""
+        origin = request.headers.get("Origin")
+        if not origin_allowed(origin, request.host, self.allowed_origins):
+            self.metrics.handshakes_refused.labels(reason="origin").inc()
+            log.info("client.origin_refused", origin=origin[:200] if origin else None)
+            return web.json_response({"error": "origin not allowed"}, status=403)
+        if len(self.clients) >= self.limits.max_clients:
+            self.metrics.handshakes_refused.labels(reason="max_clients").inc()
+            return web.json_response(
+                {"error": "too many clients"}, status=503, headers={"Retry-After": "5"}
+            )
+        address = client_address(
+            request.remote, request.headers.get("X-Forwarded-For"), self.limits.trusted_proxies
+        )
+        if self.per_address[address] >= self.limits.max_clients_per_ip:
+            self.metrics.handshakes_refused.labels(reason="max_per_address").inc()
+            return web.json_response({"error": "too many clients from this address"}, status=429)
+        return None
+
+    async def _serve(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        identity: Any,
+        flt: cp.Filter,
+        resume: cp.Resume | None,
+        address: str,
+    ) -> None:
+        client = WsClient(ws, transport, identity, flt, self.cfg.client_buffer_bytes)
+        session = Session(
+            client,
+            self.store,
+            lambda: self.status.current.state,
+            self.metrics,
+            frames_per_second=self.limits.frames_per_second,
+            subscribes_per_minute=self.limits.subscribes_per_minute,
+        )
         log.info(
             "client.connected",
             transport="ws",
+            client=identity.name,
             clients=len(self.clients) + 1,
             resume=resume is not None,
             filter=flt.to_wire(),
         )
         self.clients.add(client)
+        self.per_address[address] += 1
         self._no_clients.clear()
         gauge = self.metrics.clients_connected.labels(transport="ws")
         gauge.inc()
         try:
             with self.hub.subscription(client):
-                await self._start(client, resume)
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._closer(client))
-                    await self._read(client)
-                    client.close(client.close_code or 1000, client.close_reason)
+                await session.run(resume)
         except* ConnectionError:
             # The client went away while a frame was being written.
             client.close(1006, "connection lost")
         finally:
             # aiohttp may cancel this handler once the transport is gone; account here.
             self.clients.discard(client)
+            self.per_address[address] -= 1
+            if self.per_address[address] <= 0:
+                del self.per_address[address]
             if not self.clients:
                 self._no_clients.set()
             gauge.dec()
-            reason = _disconnect_reason(client)
+            reason = disconnect_reason(client)
             self.metrics.client_disconnects.labels(reason=reason).inc()
             log.info(
                 "client.disconnected", transport="ws", reason=reason, clients=len(self.clients)
             )
             if not transport.is_closing() and client.close_code == 4029:
                 transport.abort()
-        return ws
 
-    # Private methods
+    @web.middleware
+    async def _mark_handshaken(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.transport is not None:
+            self._handshaken.add(request.transport)
+        return await handler(request)
 
-    async def _start(self, client: WsClient, resume: cp.Resume | None) -> None:
-        """Welcome, then replay or reset, then live; nothing is lost or doubled between."""
-        store = self.store
-        replay: list[Entry] = []
-        gap: Gap | None = None
-        if resume is not None:
-            found = await store.since(resume.epoch, resume.seq)
-            if isinstance(found, Gap):
-                gap = found
-            else:
-                replay = [entry for entry in found if client.filter.matches(entry.event)]
-        # Everything up to ``head`` is covered by the replay (or by nothing, for a new
-        # client); the client was registered first, so what comes after is being held.
-        head = store.last_seq
-        client.skip_through(head)
-        await client.send_now(
-            cp.welcome_frame(store.epoch, head, self.status.current.state, len(replay))
-        )
-        if gap is not None:
-            await client.send_now(cp.reset_frame(gap.reason, store.epoch, head))
-        for entry in replay:
-            await client.send_entry(entry)
-        await client.go_live()
-
-    async def _read(self, client: WsClient) -> None:
-        """Handle client frames until the connection ends or a close is requested."""
-        ws = client.ws
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                self._handle_text(client, msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                self._send_error(
-                    client,
-                    cp.ClientError(
-                        "bad_request", "binary frames are not supported; send JSON text"
-                    ),
-                )
-            elif msg.type is WSMsgType.ERROR:
-                client.close_code = client.close_code or 1009
-                client.close_reason = client.close_reason or "frame too big"
-                break
-            if client.closing.is_set():
-                break
-
-    def _handle_text(self, client: WsClient, text: str) -> None:
-        try:
-            frame = cp.parse_frame(text)
-        except cp.ClientError as exc:
-            self.metrics.client_frames.labels(type="invalid").inc()
-            self._send_error(client, exc)
+    def _check_handshake(self, transport: asyncio.Transport) -> None:
+        if transport.is_closing() or transport in self._handshaken:
             return
-        match frame:
-            case cp.Ping():
-                self.metrics.client_frames.labels(type="ping").inc()
-                client.send_control(cp.PONG_FRAME)
-            case cp.Subscribe(ref, flt):
-                self.metrics.client_frames.labels(type="subscribe").inc()
-                client.filter = flt
-                client.send_control(cp.subscribed_frame(ref, flt))
-
-    def _send_error(self, client: WsClient, exc: cp.ClientError) -> None:
-        self.metrics.client_errors.labels(code=exc.code).inc()
-        client.send_control(cp.error_frame(exc.code, exc.message, exc.ref))
-
-    async def _closer(self, client: WsClient) -> None:
-        """Wait for a close request (slow consumer, shutdown, reader end) and close."""
-        await client.closing.wait()
-        if client.ws.closed:
-            return
-        try:
-            async with asyncio.timeout(3.0):
-                await client.ws.close(
-                    code=client.close_code or 1000, message=client.close_reason.encode()
-                )
-        except TimeoutError:
-            client.transport.abort()
+        self.metrics.handshakes_refused.labels(reason="timeout").inc()
+        transport.abort()
 
     def _on_status(self, status: Status) -> None:
         log.info("upstream.status", state=status.state, reason=status.reason)
         self.metrics.set_upstream_state(status.state)
         self.hub.broadcast(cp.status_frame(status.state, format_time(status.since), status.reason))
-
-
-def _disconnect_reason(client: WsClient) -> str:
-    code = client.close_code
-    if code == 4029:
-        return "slow_consumer"
-    if code == GOING_AWAY:
-        return "shutdown"
-    if code == 1009:
-        return "frame_too_big"
-    return "client_closed"
-
-
-def route_names(app: web.Application) -> list[Any]:
-    """The paths served, for the startup log line."""
-    return sorted({r.resource.canonical for r in app.router.routes() if r.resource is not None})

@@ -1,0 +1,304 @@
+"""One ``/ws`` connection once admitted: welcome, replay, live frames, client frames.
+
+Live event frames are written as prepared bytes straight to the client's transport, one
+``write`` per client per event; a client whose unsent bytes would pass its buffer limit
+is dropped with 4029 (protocol.md §2, §3). Replay on resume goes through aiohttp's
+``send_str``, which waits for the socket to drain; events published meanwhile are held
+and flushed after, so nothing is lost or doubled in between. Client frames are rate
+limited; filter changes may narrow the client's scope, never widen it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+
+import structlog
+from aiohttp import WSMsgType, web
+from websockets.frames import Frame, Opcode
+
+from bridge import clientproto as cp
+from bridge.auth import Access, Identity
+from bridge.eventlog import Gap
+from bridge.events import Entry
+from bridge.metrics import Metrics
+from bridge.ports import EventStore
+from bridge.ratelimit import TokenBucket
+
+
+log = structlog.get_logger("bridge.wsclient")
+
+UNAUTHORIZED = 4001
+FORBIDDEN = 4003
+SLOW_OR_RATE_LIMITED = 4029
+BAD_REQUEST = 4000
+# Events held for one client while its replay is being written.
+MAX_HELD = 50_000
+
+
+def frame_bytes(text: str) -> bytes:
+    """A complete unmasked server text frame (RFC 6455 §5.2), built by websockets."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
+def entry_frame(entry: Entry) -> bytes:
+    """The entry's WebSocket frame, built once and shared by every client."""
+    data = entry.cache.get("ws")
+    if data is None:
+        data = entry.cache["ws"] = frame_bytes(entry.text)
+    return data
+
+
+class WsClient:
+    """One ``/ws`` connection, as a :class:`bridge.hub.Subscriber`."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        identity: Identity,
+        flt: cp.Filter,
+        buffer_limit: int,
+    ) -> None:
+        self.identity = identity
+        self.filter = Access(identity.scope, flt)
+        self.ws = ws
+        self.transport = transport
+        self.buffer_limit = buffer_limit
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.closing = asyncio.Event()
+        # Frames published while the welcome and replay are written; None once live.
+        self._held: deque[Entry | str] | None = deque()
+        self._last_seq = 0
+
+    # Subscriber
+
+    def deliver(self, entry: Entry) -> bool:
+        if self.closing.is_set():
+            return True
+        if self._held is not None:
+            self._held.append(entry)
+            return len(self._held) <= MAX_HELD
+        return self._write(entry_frame(entry))
+
+    def send_control(self, text: str) -> bool:
+        if self.closing.is_set():
+            return True
+        if self._held is not None:
+            self._held.append(text)
+            return len(self._held) <= MAX_HELD
+        return self._write(frame_bytes(text))
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closing.is_set():
+            self.close_code = code
+            self.close_reason = reason
+            self.closing.set()
+
+    # Public methods
+
+    async def send_now(self, text: str) -> None:
+        """Send a frame before going live (welcome, reset, replay), waiting for drain."""
+        await self.ws.send_str(text)
+
+    def skip_through(self, seq: int) -> None:
+        """Held entries up to ``seq`` are already covered by the replay."""
+        self._last_seq = seq
+
+    async def go_live(self) -> None:
+        """Flush what was held during replay, then switch to direct writes."""
+        while self._held:
+            item = self._held.popleft()
+            if self.closing.is_set():
+                break
+            if isinstance(item, str):
+                await self.ws.send_str(item)
+            elif item.seq > self._last_seq:
+                await self.ws.send_str(item.text)
+        self._held = None
+
+    # Private methods
+
+    def _write(self, data: bytes) -> bool:
+        transport = self.transport
+        if transport.is_closing():
+            return True  # the reader sees the connection end and cleans up
+        if transport.get_write_buffer_size() + len(data) > self.buffer_limit:
+            return False
+        transport.write(data)
+        return True
+
+
+class Session:
+    """Runs one admitted connection until it ends.
+
+    Args:
+        client: the connection.
+        store: the event log (resume).
+        upstream_state: the state shown in the welcome.
+        metrics: the metric objects.
+        frames_per_second: client frame rate limit (burst twice that).
+        subscribes_per_minute: filter change limit (burst 10).
+        clock: monotonic clock for the limits.
+    """
+
+    def __init__(
+        self,
+        client: WsClient,
+        store: EventStore,
+        upstream_state: Callable[[], cp.UpstreamStateName],
+        metrics: Metrics,
+        *,
+        frames_per_second: float,
+        subscribes_per_minute: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.upstream_state = upstream_state
+        self.metrics = metrics
+        self.clock = clock
+        self.wall_clock = wall_clock
+        now = clock()
+        self.frames = TokenBucket(frames_per_second, 2 * frames_per_second, now)
+        self.subscribes = TokenBucket(subscribes_per_minute / 60, 10, now)
+
+    async def run(self, resume: cp.Resume | None) -> None:
+        """Welcome (and replay), then read frames until the connection ends."""
+        client = self.client
+        await self.start(resume)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._closer())
+            expiry = None
+            if client.identity.expires_at is not None:
+                expiry = tg.create_task(self._expire(client.identity.expires_at))
+            await self._read()
+            client.close(client.close_code or 1000, client.close_reason)
+            if expiry is not None:
+                expiry.cancel()
+
+    async def start(self, resume: cp.Resume | None) -> None:
+        """Welcome, then replay or reset, then live; nothing is lost or doubled between."""
+        client, store = self.client, self.store
+        replay: list[Entry] = []
+        gap: Gap | None = None
+        if resume is not None:
+            found = await store.since(resume.epoch, resume.seq)
+            if isinstance(found, Gap):
+                gap = found
+            else:
+                replay = [entry for entry in found if client.filter.matches(entry.event)]
+        # Everything up to ``head`` is covered by the replay (or by nothing, for a new
+        # client); the client was registered first, so what comes after is being held.
+        head = store.last_seq
+        client.skip_through(head)
+        await client.send_now(
+            cp.welcome_frame(store.epoch, head, self.upstream_state(), len(replay))
+        )
+        if gap is not None:
+            await client.send_now(cp.reset_frame(gap.reason, store.epoch, head))
+        for entry in replay:
+            await client.send_now(entry.text)
+        await client.go_live()
+
+    # Private methods
+
+    async def _read(self) -> None:
+        client = self.client
+        async for msg in client.ws:
+            if not self.frames.take(self.clock()):
+                self.metrics.client_frames.labels(type="over_limit").inc()
+                client.close(SLOW_OR_RATE_LIMITED, "rate limited")
+                break
+            if msg.type is WSMsgType.TEXT:
+                self._handle_text(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                self.metrics.client_frames.labels(type="binary").inc()
+                self._send_error(
+                    cp.ClientError("bad_request", "binary frames are not supported; send JSON text")
+                )
+            elif msg.type is WSMsgType.ERROR:
+                exc = client.ws.exception()
+                if isinstance(exc, asyncio.TimeoutError):  # no pong: aiohttp's heartbeat
+                    client.close_code, client.close_reason = client.close_code or 1006, "idle"
+                else:
+                    client.close_code = client.close_code or 1009
+                    client.close_reason = client.close_reason or "frame too big"
+                break
+            if client.closing.is_set():
+                break
+
+    def _handle_text(self, text: str) -> None:
+        client = self.client
+        try:
+            frame = cp.parse_frame(text)
+        except cp.ClientError as exc:
+            self.metrics.client_frames.labels(type="invalid").inc()
+            self._send_error(exc)
+            return
+        match frame:
+            case cp.Ping():
+                self.metrics.client_frames.labels(type="ping").inc()
+                client.send_control(cp.PONG_FRAME)
+            case cp.Subscribe(ref, flt):
+                self.metrics.client_frames.labels(type="subscribe").inc()
+                if not self.subscribes.take(self.clock()):
+                    self._send_error(
+                        cp.ClientError("rate_limited", "too many filter changes; slow down", ref)
+                    )
+                    return
+                try:
+                    client.identity.scope.check_filter(flt, ref)
+                except cp.ClientError as exc:
+                    self._send_error(exc)
+                    return
+                client.filter = Access(client.identity.scope, flt)
+                client.send_control(cp.subscribed_frame(ref, flt))
+
+    def _send_error(self, exc: cp.ClientError) -> None:
+        self.metrics.client_errors.labels(code=exc.code).inc()
+        self.client.send_control(cp.error_frame(exc.code, exc.message, exc.ref))
+
+    async def _expire(self, expires_at: float) -> None:
+        """Close with 4001 when the client's token expires (it reconnects with a new one)."""
+        await asyncio.sleep(max(0.0, expires_at - self.wall_clock()))
+        self._send_error(cp.ClientError("unauthorized", "token expired"))
+        self.client.close(UNAUTHORIZED, "token expired")
+
+    async def _closer(self) -> None:
+        """Wait for a close request (slow consumer, shutdown, reader end) and close."""
+        client = self.client
+        await client.closing.wait()
+        if client.ws.closed:
+            return
+        try:
+            async with asyncio.timeout(3.0):
+                await client.ws.close(
+                    code=client.close_code or 1000, message=client.close_reason.encode()
+                )
+        except TimeoutError:
+            client.transport.abort()
+
+
+async def refuse(ws: web.WebSocketResponse, code: int, error: cp.ClientError) -> None:
+    """Explain in an error frame, then close: browsers cannot read a refused handshake."""
+    with contextlib.suppress(ConnectionError):
+        await ws.send_str(cp.error_frame(error.code, error.message))
+        await ws.close(code=code, message=error.code.encode())
+
+
+def disconnect_reason(client: WsClient) -> str:
+    """The ``reason`` label of a finished connection."""
+    return {
+        SLOW_OR_RATE_LIMITED: "rate_limited"
+        if client.close_reason == "rate limited"
+        else "slow_consumer",
+        1001: "shutdown",
+        1009: "frame_too_big",
+        UNAUTHORIZED: "unauthorized",
+    }.get(client.close_code or 0, "idle" if client.close_reason == "idle" else "client_closed")
