@@ -138,7 +138,8 @@ class Scope:
     # Private methods
 
     def _glob_inside(self, glob: str) -> bool:
-        assert self._pattern is not None
+        if self._pattern is None:
+            return True
         regex = re.compile(fnmatch.translate(glob))
         names = [n for n in KNOWN_EVENTS if regex.fullmatch(n)]
         literal = not any(c in glob for c in "*?[")
@@ -320,8 +321,8 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
     if allowed is None:
         return host is not None and urlsplit(origin).netloc.lower() == host.lower()
     origin = origin.lower().rstrip("/")
-    for pattern in allowed:
-        pattern = pattern.lower().rstrip("/")
+    for allowed_origin in allowed:
+        pattern = allowed_origin.lower().rstrip("/")
         if pattern in ("*", origin):
             return True
         scheme, sep, rest = pattern.partition("://*.")

@@ -221,7 +221,7 @@ class LocalServer:
             self.metrics.client_disconnects.labels(reason=exc.code).inc()
             await refuse(ws, FORBIDDEN if exc.code == "forbidden" else BAD_REQUEST, exc)
             return ws
-        await self._serve(ws, transport, identity, flt, resume, address)
+        await self._serve(ws, transport, identity, flt, resume=resume, address=address)
         return ws
 
     # Private methods
@@ -252,6 +252,7 @@ class LocalServer:
         transport: asyncio.Transport,
         identity: Any,
         flt: cp.Filter,
+        *,
         resume: cp.Resume | None,
         address: str,
     ) -> None:
