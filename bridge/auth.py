@@ -26,7 +26,8 @@ from bridge.errors import ConfigError
 from bridge.events import KNOWN_EVENTS, Event
 
 
-JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
+# Accepted when the key is long enough for them (RFC 7518 §3.2: at least the hash size).
+JWT_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
 # Commands a scope may allow (the frontend's writes through the bridge).
 COMMANDS = frozenset({"messages.create", "typing", "conversations.read", "history"})
 
@@ -243,6 +244,8 @@ class Authenticator:
         self.jwt_secret = jwt_secret
         self.jwt_audience = jwt_audience
         self.jwt_max_ttl = jwt_max_ttl
+        key_length = len(jwt_secret.encode()) if jwt_secret else 0
+        self.jwt_algorithms = [alg for alg, least in JWT_ALGORITHMS.items() if key_length >= least]
 
     @property
     def open(self) -> bool:
@@ -289,7 +292,7 @@ class Authenticator:
             claims = jwt.decode(
                 credential,
                 self.jwt_secret,
-                algorithms=list(JWT_ALGORITHMS),
+                algorithms=self.jwt_algorithms,
                 audience=self.jwt_audience,
                 options={"require": ["exp"], "verify_aud": self.jwt_audience is not None},
                 leeway=5,

@@ -31,6 +31,7 @@ DISCONNECT_REASONS = (
     "shutdown",
     "frame_too_big",
     "idle",
+    "protocol_error",
     "unauthorized",
     "forbidden",
     "bad_request",

@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge import clientproto as cp
-from bridge.auth import Authenticator, AuthError, origin_allowed
+from bridge.auth import Authenticator, AuthError, Identity, origin_allowed
 from bridge.config import LimitsConfig, ServerConfig
 from bridge.events import format_time
 from bridge.hub import GOING_AWAY, Hub
@@ -250,7 +250,7 @@ class LocalServer:
         self,
         ws: web.WebSocketResponse,
         transport: asyncio.Transport,
-        identity: Any,
+        identity: Identity,
         flt: cp.Filter,
         *,
         resume: cp.Resume | None,

@@ -223,15 +223,27 @@ class Session:
                     cp.ClientError("bad_request", "binary frames are not supported; send JSON text")
                 )
             elif msg.type is WSMsgType.ERROR:
-                exc = client.ws.exception()
-                if isinstance(exc, asyncio.TimeoutError):  # no pong: aiohttp's heartbeat
-                    client.close_code, client.close_reason = client.close_code or 1006, "idle"
-                else:
-                    client.close_code = client.close_code or 1009
-                    client.close_reason = client.close_reason or "frame too big"
+                self._protocol_error(msg.data)
                 break
             if client.closing.is_set():
                 break
+        # A missed pong while no receive() was waiting ends the loop quietly.
+        if isinstance(client.ws.exception(), asyncio.TimeoutError):
+            self._protocol_error(client.ws.exception())
+
+    def _protocol_error(self, error: object) -> None:
+        """aiohttp reports a bad frame (too big, bad UTF-8) or a missed pong as an ERROR."""
+        client = self.client
+        if client.close_code is not None:
+            return
+        if isinstance(error, asyncio.TimeoutError):
+            # No pong to aiohttp's heartbeat ping: an idle (or vanished) client.
+            client.close_code, client.close_reason = 1006, "idle"
+        elif getattr(error, "code", None) == 1009:
+            client.close_code, client.close_reason = 1009, "frame too big"
+        else:
+            self.metrics.client_frames.labels(type="invalid").inc()
+            client.close_code, client.close_reason = getattr(error, "code", 1002), "protocol error"
 
     def _handle_text(self, text: str) -> None:
         client = self.client
@@ -294,6 +306,8 @@ async def refuse(ws: web.WebSocketResponse, code: int, error: cp.ClientError) ->
 
 def disconnect_reason(client: WsClient) -> str:
     """The ``reason`` label of a finished connection."""
+    if client.close_code is None and isinstance(client.ws.exception(), asyncio.TimeoutError):
+        return "idle"  # the handler may have been cancelled before the reader saw it
     return {
         SLOW_OR_RATE_LIMITED: "rate_limited"
         if client.close_reason == "rate limited"
@@ -301,4 +315,7 @@ def disconnect_reason(client: WsClient) -> str:
         1001: "shutdown",
         1009: "frame_too_big",
         UNAUTHORIZED: "unauthorized",
-    }.get(client.close_code or 0, "idle" if client.close_reason == "idle" else "client_closed")
+    }.get(client.close_code or 0) or {
+        "idle": "idle",
+        "protocol error": "protocol_error",
+    }.get(client.close_reason, "client_closed")
