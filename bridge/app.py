@@ -73,7 +73,10 @@ class Bridge:
         )
         if store is None:
             log_ = MemoryEventLog(
-                secrets.token_hex(6), cfg.eventlog.replay_size, cfg.eventlog.dedupe_size
+                secrets.token_hex(6),
+                cfg.eventlog.replay_size,
+                cfg.eventlog.dedupe_size,
+                cfg.eventlog.max_bytes,
             )
             self.metrics.eventlog_entries.set_function(lambda: len(log_))
             store = LocalEventStore(log_)

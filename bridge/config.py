@@ -133,6 +133,8 @@ class EventLogConfig:
     replay_size: int = 10_000
     # Dedupe keys remembered (5 x replay size by default).
     dedupe_size: int = 50_000
+    # Encoded size kept for replay, bytes (BRIDGE_REPLAY_MAX_BYTES, 64 MiB).
+    max_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +281,7 @@ KNOWN_VARIABLES = frozenset(
         "BRIDGE_CACHE_TTL_MS",
         "BRIDGE_CACHE_MAX_MESSAGES",
         "BRIDGE_REPLAY_SIZE",
+        "BRIDGE_REPLAY_MAX_BYTES",
         "BRIDGE_PRESENCE",
         "BRIDGE_LOG_FORMAT",
         "BRIDGE_LOG_LEVEL",
@@ -540,7 +543,13 @@ def load(
         ),
     )
     replay = r.get("BRIDGE_REPLAY_SIZE", _positive_int, 10_000, "must be a positive integer")
-    eventlog = EventLogConfig(replay_size=replay, dedupe_size=max(5 * replay, 1000))
+    eventlog = EventLogConfig(
+        replay_size=replay,
+        dedupe_size=max(5 * replay, 1000),
+        max_bytes=r.get(
+            "BRIDGE_REPLAY_MAX_BYTES", _positive_int, 64 * 1024 * 1024, "must be a positive integer"
+        ),
+    )
     host, port = r.get(
         "BRIDGE_LISTEN", parse_listen, ("127.0.0.1", 8765), "must be host:port, e.g. 127.0.0.1:8765"
     )

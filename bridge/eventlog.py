@@ -22,9 +22,12 @@ from bridge.events import Entry, Event
 
 @dataclass(frozen=True, slots=True)
 class Duplicate:
-    """The same fact was published before (by ``dedupe_key``)."""
+    """The same fact was published before (by ``dedupe_key``), first from ``first_source``
+    at ``first_received_at`` (how sources compare)."""
 
     key: str
+    first_source: str = ""
+    first_received_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +49,12 @@ AppendResult = Entry | Duplicate | Stale
 
 
 class BoundedSet:
-    """A set that forgets its oldest members beyond ``size`` (an LRU of keys)."""
+    """A set that forgets its oldest members beyond ``size`` (an LRU of keys), each with
+    a small note (here: which source delivered the fact first, and when)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[str, None] = OrderedDict()
+        self._items: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     def __contains__(self, key: str) -> bool:
         return key in self._items
@@ -58,11 +62,14 @@ class BoundedSet:
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, key: str) -> None:
-        self._items[key] = None
+    def add(self, key: str, note: tuple[str, float] = ("", 0.0)) -> None:
+        self._items[key] = note
         self._items.move_to_end(key)
         if len(self._items) > self.size:
             self._items.popitem(last=False)
+
+    def note(self, key: str) -> tuple[str, float]:
+        return self._items.get(key, ("", 0.0))
 
 
 class MemoryEventLog:
@@ -72,15 +79,25 @@ class MemoryEventLog:
         epoch: identifies this log's history; a new one is made on every start.
         size: entries kept for replay (BRIDGE_REPLAY_SIZE).
         dedupe_size: dedupe keys and conversation versions remembered.
+        max_bytes: encoded bytes kept for replay (BRIDGE_REPLAY_MAX_BYTES): a few huge
+            events must not hold memory that ``size`` alone would allow.
     """
 
-    def __init__(self, epoch: str, size: int, dedupe_size: int | None = None) -> None:
-        if size <= 0:
+    def __init__(
+        self,
+        epoch: str,
+        size: int,
+        dedupe_size: int | None = None,
+        max_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        if size <= 0 or max_bytes <= 0:
             raise ValueError("replay size must be positive")
         self.epoch = epoch
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.last_seq = 0
-        self._entries: deque[Entry] = deque(maxlen=size)
+        self._entries: deque[Entry] = deque()
         self._seen = BoundedSet(dedupe_size or 5 * size)
         # (account, conversation) -> newest published updated_at, least recent first.
         self._versions: OrderedDict[tuple[int, int], float] = OrderedDict()
@@ -91,7 +108,7 @@ class MemoryEventLog:
     def append(self, event: Event) -> AppendResult:
         """Publish ``event`` unless it is a duplicate or stale; return the new entry."""
         if event.dedupe_key is not None and event.dedupe_key in self._seen:
-            return Duplicate(event.dedupe_key)
+            return Duplicate(event.dedupe_key, *self._seen.note(event.dedupe_key))
         if event.version is not None and event.conversation_id is not None:
             key = (event.account_id, event.conversation_id)
             newest = self._versions.get(key)
@@ -102,10 +119,15 @@ class MemoryEventLog:
             if len(self._versions) > self._versions_size:
                 self._versions.popitem(last=False)
         if event.dedupe_key is not None:
-            self._seen.add(event.dedupe_key)
+            self._seen.add(event.dedupe_key, (event.source, event.received_at))
         self.last_seq += 1
         entry = Entry.build(self.epoch, self.last_seq, event)
         self._entries.append(entry)
+        self.bytes += len(entry.text)
+        while len(self._entries) > self.size or (
+            self.bytes > self.max_bytes and len(self._entries) > 1
+        ):
+            self.bytes -= len(self._entries.popleft().text)
         return entry
 
     def since(self, epoch: str, seq: int) -> list[Entry] | Gap:

@@ -93,6 +93,8 @@ class Metrics:
     events_received: Counter
     events_published: Counter
     events_deduplicated: Counter
+    events_first: Counter
+    source_lead: Histogram
     events_stale_dropped: Counter
     events_dropped: Counter
     gap_events: Counter
@@ -170,6 +172,19 @@ class Metrics:
                 p + "events_deduplicated",
                 "Events dropped as duplicates of a published one, by source.",
                 ["source"],
+                registry=r,
+            ),
+            events_first=Counter(
+                p + "events_first_source",
+                "Published events by the source that delivered them first.",
+                ["source"],
+                registry=r,
+            ),
+            source_lead=Histogram(
+                p + "source_lead_seconds",
+                "How long before a later source the first one delivered the same fact.",
+                ["first", "later"],
+                buckets=LATENCY_BUCKETS,
                 registry=r,
             ),
             events_stale_dropped=Counter(
@@ -291,6 +306,7 @@ class Metrics:
             metrics.clients_connected.labels(transport=transport).set(0)
         for source in SOURCES:
             metrics.events_deduplicated.labels(source=source)
+            metrics.events_first.labels(source=source)
             metrics.event_lag.labels(source=source)
         for reason in ("malformed", "no_account", "not_bridged", "other_subscription"):
             metrics.events_dropped.labels(reason=reason)

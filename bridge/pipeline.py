@@ -99,6 +99,10 @@ class Pipeline:
         result = await self.store.append(event)
         if isinstance(result, Duplicate):
             metrics.events_deduplicated.labels(source=event.source).inc()
+            if result.first_source:
+                metrics.source_lead.labels(first=result.first_source, later=event.source).observe(
+                    max(0.0, event.received_at - result.first_received_at)
+                )
             return None
         if isinstance(result, Stale):
             metrics.events_stale_dropped.inc()
@@ -107,6 +111,7 @@ class Pipeline:
         delivered = self.hub.publish(result)
         now = self.clock()
         metrics.events_published.labels(event=label).inc()
+        metrics.events_first.labels(source=event.source).inc()
         metrics.deliveries.inc(delivered)
         metrics.fanout_latency.observe(max(0.0, now - event.received_at))
         if event.occurred_at is not None:

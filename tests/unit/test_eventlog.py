@@ -80,7 +80,7 @@ def test_duplicates_are_refused_whatever_the_source():
     log = MemoryEventLog("ep", 10)
     assert isinstance(log.append(ev(1, key="message.created:901")), Entry)
     assert log.append(ev(2, key="message.created:901", source="poll")) == Duplicate(
-        "message.created:901"
+        "message.created:901", "cable", 1001.0
     )
     assert log.last_seq == 1
     assert log.seen("message.created:901")
@@ -131,6 +131,17 @@ def test_bounded_set():
     assert "a" in s
     assert "b" not in s
     assert len(s) == 2
+
+
+def test_replay_is_bounded_in_bytes_too():
+    """Big events push the oldest out before the count limit is reached."""
+    log = MemoryEventLog("ep", 1000, max_bytes=3000)
+    for n in range(10):
+        log.append(Event("m", AccountId(1), None, "cable", None, 0.0, {"blob": "x" * 900, "n": n}))
+    assert log.bytes <= 3000
+    assert 1 <= len(log) <= 3
+    assert log.since("ep", 0) == Gap("too_old")
+    assert [e.seq for e in log.since("ep", 10 - len(log))] == list(range(11 - len(log), 11))
 
 
 def test_size_must_be_positive():
