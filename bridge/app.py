@@ -29,7 +29,7 @@ from bridge.hub import Hub, Subscriber
 from bridge.logs import REDACTOR
 from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline
-from bridge.poller import Poller
+from bridge.poller import STARTUP_GRACE, Poller
 from bridge.ports import EventStore, LocalEventStore, LocalLease, UpstreamLease
 from bridge.rest import ChatwootREST
 from bridge.server import LocalServer
@@ -38,6 +38,7 @@ from bridge.sync import Syncer, remember
 from bridge.systemd import Notifier
 from bridge.tracking import ConversationTracker
 from bridge.upstream import Identity, Upstream
+from bridge.webhooks import WebhookReceiver
 
 
 log = structlog.get_logger("bridge.app")
@@ -109,6 +110,16 @@ class Bridge:
             allowed_origins=cfg.auth.allowed_origins,
             clock=clock,
         )
+        if "webhook" in cfg.sources:
+            receiver = WebhookReceiver(
+                cfg.webhook,
+                self.pipeline.publish,
+                lambda: self.pipeline.accounts,
+                self.metrics,
+                ephemeral="cable" not in cfg.sources,
+                clock=clock,
+            )
+            self.server.routes.extend(receiver.routes())
         self.metrics.set_upstream_state(self.status.current.state)
         self.url: str | None = None
 
@@ -149,11 +160,14 @@ class Bridge:
                 on_ready(self.url)
             async with asyncio.TaskGroup() as tg:
                 tasks = [
-                    tg.create_task(self._hold_upstream(upstream), name="upstream"),
-                    tg.create_task(poller.run(), name="poller"),
                     tg.create_task(self._housekeeping(), name="housekeeping"),
                     tg.create_task(notifier.watchdog(), name="watchdog"),
                 ]
+                # The sources are the seed plan's feature flags (BRIDGE_SOURCES).
+                if "cable" in cfg.sources:
+                    tasks.append(tg.create_task(self._hold_upstream(upstream), name="upstream"))
+                if "poll" in cfg.sources:
+                    tasks.append(tg.create_task(poller.run(), name="poller"))
                 await stop.wait()
                 log.info("bridge.stopping")
                 notifier.stopping()
@@ -188,7 +202,15 @@ class Bridge:
             any_active=self._any_active,
             last_frame_at=lambda: upstream.last_frame_at,
             clock=self.clock,
+            enabled="poll" in cfg.sources,
+            # Without the cable, REST is the source from the start.
+            startup_grace=STARTUP_GRACE if "cable" in cfg.sources else 0.0,
         )
+        if "cable" not in cfg.sources:
+            only = "webhooks" if "poll" not in cfg.sources else "REST"
+            self.health.set_cable(
+                "live" if only == "webhooks" else "down", f"cable off; {only} only", self.clock()
+            )
         self.pipeline.cable_listeners.append(poller.cable_state)
         self.hub.on_change.append(poller.clients_changed)
         return upstream, poller

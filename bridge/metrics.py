@@ -105,6 +105,7 @@ class Metrics:
     client_disconnects: Counter
     auth_failures: Counter
     handshakes_refused: Counter
+    webhooks: Counter
     client_frames: Counter
     client_errors: Counter
     deliveries: Counter
@@ -238,6 +239,12 @@ class Metrics:
                 ["reason"],
                 registry=r,
             ),
+            webhooks=Counter(
+                p + "webhooks",
+                "Webhook deliveries, by outcome (accepted, unsigned, bad_signature, stale, replayed…).",
+                ["outcome"],
+                registry=r,
+            ),
             client_frames=Counter(
                 p + "client_frames",
                 "Frames received from local clients, by type.",
@@ -308,7 +315,7 @@ class Metrics:
             metrics.events_deduplicated.labels(source=source)
             metrics.events_first.labels(source=source)
             metrics.event_lag.labels(source=source)
-        for reason in ("malformed", "no_account", "not_bridged", "other_subscription"):
+        for reason in ("malformed", "no_account", "not_bridged", "other_subscription", "ephemeral"):
             metrics.events_dropped.labels(reason=reason)
         for reason in ("timeout", "rejected"):
             metrics.subscribe_failures.labels(reason=reason)

@@ -8,6 +8,8 @@ unchanged, and nothing here raises on bad input: it returns :class:`Dropped`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from bridge.events import (
 )
 
 
-DropReason = Literal["malformed", "no_account", "not_bridged", "other_subscription"]
+DropReason = Literal["malformed", "no_account", "not_bridged", "other_subscription", "ephemeral"]
 
 # Keys removed wherever they appear in a payload: Chatwoot serialises whole
 # ContactInbox records into conversation push data (chatwoot.md §2.5).
@@ -115,6 +117,17 @@ def _dig(data: Mapping[str, Any], *path: str) -> object:
         node = node.get(key)
     return node
 
+
+CONTACT_FIELDS = (
+    "name",
+    "email",
+    "phone_number",
+    "identifier",
+    "thumbnail",
+    "blocked",
+    "additional_attributes",
+    "custom_attributes",
+)
 
 # Per event: (conversation display id, inbox id, occurred_at) extractors.
 Extract = Callable[[Mapping[str, Any]], object]
@@ -210,6 +223,14 @@ def _dedupe_key(
     if name == "contact.created":
         contact_id = as_id(data.get("id"))
         return f"{name}:{account_id}:{contact_id}" if contact_id else None
+    if name == "contact.updated":
+        # Push and webhook agree on these fields; an identical repeat tells nothing new.
+        contact_id = as_id(data.get("id"))
+        if contact_id is None:
+            return None
+        visible = json.dumps([data.get(k) for k in CONTACT_FIELDS], sort_keys=True, default=str)
+        digest = hashlib.blake2b(visible.encode(), digest_size=8).hexdigest()
+        return f"{name}:{account_id}:{contact_id}:{digest}"
     return None
 
 
@@ -372,3 +393,118 @@ def conversation_from_rest(account_id: int, conversation: Mapping[str, Any]) -> 
     )
     push.setdefault("contact_inbox", None)
     return push
+
+
+# Webhooks (chatwoot.md §5): flat payloads with an underscore ``event``, string
+# ``message_type``, ISO ``created_at``; mapped to the push shapes too.
+
+MESSAGE_TYPES = {"incoming": 0, "outgoing": 1, "activity": 2, "template": 3}
+EPHEMERAL = frozenset({"conversation.typing_on", "conversation.typing_off"})
+_WEBHOOK_ONLY = frozenset({"event", "changed_attributes", "account", "avatar"})
+
+
+def webhook_account(payload: Mapping[str, Any]) -> int | None:
+    """The account a webhook belongs to, where the payload says it."""
+    candidates = [
+        _dig(payload, "account", "id"),
+        payload.get("account_id"),
+        _dig(payload, "conversation", "account_id"),
+    ]
+    for holder in (payload, payload.get("conversation")):
+        messages = holder.get("messages") if isinstance(holder, Mapping) else None
+        if isinstance(messages, list) and messages and isinstance(messages[0], Mapping):
+            candidates.append(messages[0].get("account_id"))
+    for candidate in candidates:
+        found = as_id(candidate)
+        if found is not None:
+            return found
+    return None
+
+
+def _webhook_message(account_id: int, payload: Mapping[str, Any]) -> dict[str, Any]:
+    conversation = payload.get("conversation")
+    conv = conversation if isinstance(conversation, Mapping) else {}
+    message_id = as_id(payload.get("id"))
+    # The conversation's push data carries the last chat message in the push shape:
+    # when it is this message, it is the most faithful copy there is.
+    for candidate in conv.get("messages") or []:
+        if isinstance(candidate, Mapping) and as_id(candidate.get("id")) == message_id:
+            push = dict(candidate)
+            push.update((k, payload[k]) for k in ("content", "content_attributes") if k in payload)
+            push["account_id"] = account_id
+            return push
+    kind = payload.get("message_type")
+    sender = payload.get("sender")
+    push = {
+        k: v
+        for k, v in payload.items()
+        if k not in _WEBHOOK_ONLY and k not in ("inbox", "conversation")
+    }
+    push["account_id"] = account_id
+    push["message_type"] = MESSAGE_TYPES.get(kind, kind) if isinstance(kind, str) else kind
+    created = parse_time(payload.get("created_at"))
+    push["created_at"] = int(created) if created is not None else None
+    push.setdefault("updated_at", _iso(created))
+    push["inbox_id"] = as_id(_dig(payload, "inbox", "id")) or as_id(conv.get("inbox_id"))
+    push["conversation_id"] = as_id(conv.get("id"))
+    if isinstance(sender, Mapping):
+        sender_push = {k: v for k, v in sender.items() if k not in ("account", "avatar")}
+        sender_push.setdefault("type", "user" if push["message_type"] in (1, 3) else "contact")
+        push["sender"] = sender_push
+    push = message_from_rest(account_id, push, conv or None)
+    if conv:
+        push["conversation"] = {
+            "assignee_id": as_id(_dig(conv, "meta", "assignee", "id")),
+            "unread_count": conv.get("unread_count"),
+            "last_activity_at": conv.get("last_activity_at"),
+            "contact_inbox": {"source_id": _dig(conv, "contact_inbox", "source_id")},
+        }
+    return push
+
+
+def from_webhook(
+    payload: object,
+    *,
+    received_at: float,
+    accounts: Container[int] | None,
+    account_hint: int | None = None,
+    ephemeral: bool = True,
+) -> Event | Dropped:
+    """Normalise a Chatwoot webhook body.
+
+    Args:
+        payload: the decoded JSON body.
+        received_at: when it arrived.
+        accounts: the bridged accounts.
+        account_hint: the account named in the webhook URL (conversation payloads carry none).
+        ephemeral: whether typing events are taken from webhooks (not when the cable, which
+            delivers them first, is on: they have no key to deduplicate them by).
+    """
+    if not isinstance(payload, Mapping):
+        return Dropped("malformed", "webhook body is not an object")
+    raw = payload.get("event")
+    if not isinstance(raw, str) or not raw or len(raw) > 100:
+        return Dropped("malformed", "webhook without an event name")
+    name = raw.replace("_", ".", 1) if raw.count("_") else raw
+    if name in EPHEMERAL and not ephemeral:
+        return Dropped("ephemeral", "typing comes from the cable", name)
+    account_id = account_hint or webhook_account(payload)
+    if account_id is None:
+        return Dropped(
+            "no_account", "the webhook names no account: use /webhooks/chatwoot/<account id>", name
+        )
+    if name.startswith("message."):
+        data = _webhook_message(account_id, payload)
+    elif name in EPHEMERAL:
+        data = {k: payload.get(k) for k in ("conversation", "user", "is_private")}
+        user = data.get("user")
+        if isinstance(user, Mapping):
+            data["user"] = {k: v for k, v in user.items() if k not in ("account", "avatar")}
+            data["user"].setdefault("type", "contact")
+    elif name.startswith("contact."):
+        data = {k: v for k, v in payload.items() if k not in _WEBHOOK_ONLY}
+        data.setdefault("type", "contact")
+    else:
+        data = {k: v for k, v in payload.items() if k not in _WEBHOOK_ONLY}
+    data["account_id"] = account_id
+    return build(name, data, source="webhook", received_at=received_at, accounts=accounts)

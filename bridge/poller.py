@@ -91,6 +91,7 @@ class Poller:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         startup_grace: float = STARTUP_GRACE,
+        enabled: bool = True,
     ) -> None:
         self.cfg = cfg
         self.syncer = syncer
@@ -104,6 +105,8 @@ class Poller:
         self.mode = Mode.STARTING
         self.started_at = clock()
         self.startup_grace = startup_grace
+        # BRIDGE_SOURCES without poll: the cable's state is still reported, nothing polls.
+        self.enabled = enabled
         # Where REST coverage begins: the first confirm, or the start of the fallback.
         self.coverage_start: float | None = None
         # Per account: everything before this time has been checked against REST.
@@ -122,6 +125,9 @@ class Poller:
         """The upstream changed state (wired as a pipeline cable listener)."""
         now = self.clock()
         mode = self.mode
+        if not self.enabled:
+            self.health.set_cable(state.value, reason, now)
+            return
         if state is CableState.LIVE:
             if mode is Mode.STARTING:
                 self._begin_coverage(now)
