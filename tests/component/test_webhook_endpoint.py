@@ -101,10 +101,11 @@ async def test_bad_deliveries_are_refused_and_counted(rig, make, status, outcome
 async def test_a_message_by_cable_and_webhook_is_published_once(rig):
     """Cable first, webhook second: one event; the webhook counts as a duplicate with its lead."""
     client, pipeline, log, metrics = rig
-    await pipeline.cable_message(
-        load_fixture("cable/message.created.json")["message"], time.time(), 1
-    )
-    body = json.dumps(load_fixture("webhook/message_created.json")).encode()
+    webhook = load_fixture("webhook/message_created.json")
+    # the same message (901) as the cable broadcasts it: its push data
+    push = webhook["conversation"]["messages"][0]
+    await pipeline.cable_message({"event": "message.created", "data": push}, time.time(), 1)
+    body = json.dumps(webhook).encode()
     response = await client.post("/webhooks/chatwoot", data=body, headers=headers(body))
     assert (await response.json())["published"] is False
     assert log.last_seq == 1

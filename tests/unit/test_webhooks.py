@@ -152,7 +152,7 @@ def test_contact_updates_deduplicate_across_sources():
     hook = from_webhook(load_fixture("webhook/contact_updated.json"), received_at=1, accounts=None)
     assert not isinstance(hook, Dropped)
     assert hook.name == "contact.updated"
-    cable_data = {k: v for k, v in hook.data.items()}
+    cable_data = dict(hook.data.items())
     cable = from_cable(
         {"event": "contact.updated", "data": cable_data}, received_at=2, accounts=None
     )
