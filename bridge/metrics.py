@@ -241,7 +241,7 @@ class Metrics:
             ),
             webhooks=Counter(
                 p + "webhooks",
-                "Webhook deliveries, by outcome (accepted, unsigned, bad_signature, stale, replayed…).",
+                "Webhook deliveries, by outcome (accepted, bad_signature, stale, replayed…).",
                 ["outcome"],
                 registry=r,
             ),

@@ -58,7 +58,7 @@ async def rig(aiohttp_client, metrics):
 
 
 async def test_valid_delivery_is_published_once_even_when_redelivered(rig):
-    """A signed delivery is published; the same delivery id again is answered 200, not republished."""
+    """A signed delivery is published; its delivery id again gets 200 and no republication."""
     client, _, log, metrics = rig
     body = json.dumps(load_fixture("webhook/message_created.json")).encode()
     delivery = str(uuid.uuid4())
