@@ -103,6 +103,7 @@ class Metrics:
     eventlog_seq: Gauge
     clients_connected: Gauge
     client_disconnects: Counter
+    client_buffered_bytes: Gauge
     auth_failures: Counter
     handshakes_refused: Counter
     webhooks: Counter
@@ -225,6 +226,11 @@ class Metrics:
                 p + "client_disconnects",
                 "Local clients disconnected, by reason.",
                 ["reason"],
+                registry=r,
+            ),
+            client_buffered_bytes=Gauge(
+                p + "client_buffered_bytes",
+                "Bytes written to clients and not yet taken by their sockets (all clients).",
                 registry=r,
             ),
             auth_failures=Counter(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Container
+from dataclasses import replace
 
 import structlog
 
@@ -23,6 +24,7 @@ from bridge.upstream import CableState
 
 
 log = structlog.get_logger("bridge.pipeline")
+_EMPTY: dict[str, object] = {}
 _ROOT = logging.getLogger()
 
 
@@ -124,4 +126,8 @@ class Pipeline:
             )
         for observer in self.observers:
             observer(result)
+        # Fan-out is done: the replay buffer needs only the text and the event's routing
+        # fields, not the payload a second time nor the prepared frame (memory bound).
+        result.cache.clear()
+        result.event = replace(event, data=_EMPTY)
         return result

@@ -124,6 +124,7 @@ class LocalServer:
         self._no_clients.set()
         self._handshaken: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
         status.subscribe(self._on_status)
+        metrics.client_buffered_bytes.set_function(self.buffered_bytes)
 
     def build_app(self) -> web.Application:
         """The routes of protocol.md §2 and §4 (and any added by other components)."""
@@ -153,6 +154,11 @@ class LocalServer:
         """Ask every client to close (first step of shutdown)."""
         for client in list(self.clients):
             client.close(code, reason)
+
+    def buffered_bytes(self) -> int:
+        """What the clients' sockets have not taken yet: bounded by their buffer limit each."""
+        open_ = (c.transport for c in self.clients if not c.transport.is_closing())
+        return sum(t.get_write_buffer_size() for t in open_)
 
     async def wait_no_clients(self) -> None:
         """Return once every client connection has ended."""

@@ -13,6 +13,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bridge import config
 from bridge.app import Bridge
+from tests.secrets import observe_frame
 
 
 FAST = {
@@ -66,6 +67,7 @@ class LocalClient:
     async def next_frame(self, timeout: float = 10.0) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
             text = await self.ws.recv()
+        observe_frame(text)
         frame = json.loads(text)
         self.frames.append(frame)
         return frame

@@ -67,7 +67,8 @@ async def make_rig(aiohttp_server, aiohttp_client, metrics, **limits) -> Rig:
         authenticator=auth,
         allowed_origins=("https://app.example.com", "https://*.example.org"),
     )
-    http = await aiohttp_server(server.build_app())
+    # like the daemon (AppRunner(access_log=None)): tokens in query strings stay out of logs
+    http = await aiohttp_server(server.build_app(), access_log=None)
     assert http.runner is not None
     assert http.runner.server is not None
     server.guard_handshakes(http.runner.server)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 import pytest
@@ -36,10 +37,11 @@ class Rig:
     syncer: Syncer
 
     def published(self, name: str | None = None, source: str | None = None) -> list[Event]:
+        """Published events as clients see them (the log keeps the payload only as text)."""
         found = self.log.since(self.log.epoch, 0)
         assert isinstance(found, list)
         return [
-            e.event
+            replace(e.event, data=json.loads(e.text)["data"])
             for e in found
             if (name is None or e.event.name == name)
             and (source is None or e.event.source == source)

@@ -313,3 +313,42 @@ async def test_untrusted_cable_certificate_is_fatal(metrics):
         end = await asyncio.wait_for(up.attempt(), 5)
     assert end.fatal
     assert "TLS error" in end.reason
+
+
+@pytest.mark.parametrize(
+    ("hostile", "closes"),
+    [
+        (b"\xff\xfe not utf-8", True),  # invalid UTF-8 in a text frame: websockets closes 1007
+        ("x" * 70_000, True),  # larger than max_frame_bytes: 1009
+        ("[" * 20_000 + "]" * 20_000, False),  # deeply nested JSON: a violation, kept
+        ('{"identifier":"nope","message":{"event":"x"}}', False),
+    ],
+)
+async def test_hostile_upstream_frames_never_crash_the_cable(cable, metrics, hostile, closes):
+    """Bad frames are counted or end the socket; the upstream reconnects and goes on."""
+    listener = Listener()
+    up = Upstream(
+        upstream_cfg(cable.url, max_frame_bytes=64 * 1024), Identities((1,)), listener, metrics
+    )
+    task = await run_upstream(up)
+    try:
+        conn = await cable.wait_connections(1)
+        await listener.wait(lambda: any(s is CableState.LIVE for s, _ in listener.states))
+        if isinstance(hostile, bytes):
+            await conn.ws.send(hostile, text=True)
+        else:
+            await conn.ws.send(hostile)
+        if closes:
+            await asyncio.wait_for(conn.closed.wait(), 5)
+            second = await cable.wait_connections(2)
+            await second.subscribed.wait()
+            await cable.broadcast({"event": "message.created", "data": {"account_id": 1}}, second)
+        else:
+            await cable.broadcast({"event": "message.created", "data": {"account_id": 1}})
+        await listener.wait(lambda: listener.messages)
+        assert not task.done()
+        if not closes:
+            assert metrics.upstream_violations._value.get() == 1
+            assert len(cable.connections) == 1
+    finally:
+        await stop(task)

@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bridge.simulator import SimConfig, Simulator, build_app
 from tests.helpers import running_bridge
+from tests.secrets import observe_frame
 
 
 # The bridge tuned for a test that compresses minutes of trouble into seconds.
@@ -107,6 +108,7 @@ class Collector:
     async def _read(self, ws: ClientConnection) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
             async for text in ws:
+                observe_frame(text)
                 frame = json.loads(text)
                 now = time.time()
                 async with self.changed:

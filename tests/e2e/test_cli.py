@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.helpers import LocalClient, running_bridge
+from tests.secrets import SCANNER
 
 from .conftest import RunningSim
 
@@ -38,6 +39,7 @@ async def cli(*args: str, env: dict[str, str], timeout: float = 30) -> tuple[int
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
+    SCANNER.check(err.decode(), f"log {args[0]}")
     return proc.returncode, out.decode(), err.decode()
 
 

@@ -19,6 +19,7 @@ import pytest
 from bridge.simulator import Simulator
 from tests.e2e.chaos import simulator
 from tests.helpers import LocalClient
+from tests.secrets import SCANNER
 from tests.tools import require
 
 from .promql import ROOT
@@ -81,6 +82,7 @@ class Daemon:
                 raw = await self.proc.stderr.readline()
                 if not raw:
                     raise AssertionError(f"daemon exited before {event}")
+                SCANNER.check(raw.decode(), "log daemon")
                 line = json.loads(raw)
                 self.lines.append(line)
                 if line.get("event") == event:
