@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 
@@ -62,6 +63,25 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=None)
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.add_argument("--log-level", choices=config.LOG_LEVELS, default="warning")
+
+    token = sub.add_parser(
+        "token", help="make a static client token and its [[bridge.clients]] entry"
+    )
+    token.add_argument("--name", required=True, help="who the token is for")
+    token.add_argument("--accounts", help="comma list of account ids (default: all)")
+    token.add_argument("--inboxes", help="comma list of inbox ids")
+    token.add_argument("--events", help="comma list of event globs")
+    token.add_argument("--commands", help="comma list of commands the client may send")
+
+    mint = sub.add_parser("jwt", help="mint a short-lived client JWT (what your backend does)")
+    common(mint)
+    mint.add_argument("--sub", default="dev", help="the client's name (sub claim)")
+    mint.add_argument("--ttl", type=int, default=600, help="seconds until it expires")
+    mint.add_argument("--accounts", help="comma list of account ids")
+    mint.add_argument("--inboxes", help="comma list of inbox ids")
+    mint.add_argument("--conversations", help="comma list of account:display ids")
+    mint.add_argument("--events", help="comma list of event globs")
+    mint.add_argument("--commands", help="comma list of commands")
 
     tail = sub.add_parser("tail", help="print the events of a running bridge")
     tail.add_argument("--url", default=None, help="bridge URL (default: http://BRIDGE_LISTEN)")
@@ -249,6 +269,66 @@ def _cmd_tail(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return run_async(entry)
 
 
+def _scope_args(args: argparse.Namespace) -> dict[str, list[Any]]:
+    def ints(raw: str | None) -> list[int] | None:
+        return None if not raw else [int(x) for x in raw.split(",") if x.strip()]
+
+    def strs(raw: str | None) -> list[str] | None:
+        return None if not raw else [x.strip() for x in raw.split(",") if x.strip()]
+
+    values: dict[str, list[Any] | None] = {
+        "accounts": ints(getattr(args, "accounts", None)),
+        "inboxes": ints(getattr(args, "inboxes", None)),
+        "conversations": strs(getattr(args, "conversations", None)),
+        "events": strs(getattr(args, "events", None)),
+        "commands": strs(getattr(args, "commands", None)),
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    import secrets as random_tokens  # noqa: PLC0415
+
+    from bridge.auth import scope_from_mapping, token_digest  # noqa: PLC0415
+
+    scope = _scope_args(args)
+    scope_from_mapping(scope, "--scope")  # refuses bad values before printing anything
+    token = random_tokens.token_urlsafe(32)
+    lines = [
+        f"# token for {args.name}: give it to the client, keep only the digest below",
+        f"#   {token}",
+        "[[bridge.clients]]",
+        f'name = "{args.name}"',
+        f'token_sha256 = "{token_digest(token)}"',
+        *(f"{key} = {json.dumps(value)}" for key, value in scope.items()),
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+def _cmd_jwt(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    import time  # noqa: PLC0415
+
+    import jwt  # noqa: PLC0415
+
+    from bridge.auth import scope_from_mapping  # noqa: PLC0415
+
+    cfg = load_config(args, env, require_upstream=False)
+    if cfg.auth.jwt_secret is None:
+        raise ConfigError(["BRIDGE_JWT_SECRET: needed to sign a token"])
+    scope = _scope_args(args)
+    scope_from_mapping(scope, "--scope")
+    if args.ttl <= 0 or args.ttl > cfg.auth.jwt_max_ttl:
+        raise ConfigError(
+            [f"--ttl: must be between 1 and {cfg.auth.jwt_max_ttl:g} s (BRIDGE_JWT_MAX_TTL_MS)"]
+        )
+    claims: dict[str, Any] = {"sub": args.sub, "exp": int(time.time()) + args.ttl, **scope}
+    if cfg.auth.jwt_audience:
+        claims["aud"] = cfg.auth.jwt_audience
+    sys.stdout.write(jwt.encode(claims, cfg.auth.jwt_secret.get(), algorithm="HS256") + "\n")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """The console script ``chatwoot-bridge``."""
     args = _parser().parse_args(argv)
@@ -265,6 +345,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 return _cmd_demo(args, environ)
             case "tail":
                 return _cmd_tail(args, environ)
+            case "token":
+                return _cmd_token(args)
+            case "jwt":
+                return _cmd_jwt(args, environ)
             case _:
                 return EXIT_FATAL
     except ConfigError as exc:

@@ -28,9 +28,11 @@ FAST = {
 
 
 @contextlib.asynccontextmanager
-async def running_bridge(env: Mapping[str, str]) -> AsyncIterator[tuple[Bridge, str]]:
+async def running_bridge(
+    env: Mapping[str, str], *, file_values: Mapping[str, str] | None = None
+) -> AsyncIterator[tuple[Bridge, str]]:
     """Run a Bridge until the block ends; yields it and its base URL."""
-    cfg = config.load({**FAST, **env})
+    cfg = config.load({**FAST, **env}, file_values=file_values)
     bridge = Bridge(cfg)
     stop = asyncio.Event()
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()

@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 
 import pytest
+import websockets
 
 from tests.helpers import LocalClient, running_bridge
 from tests.secrets import SCANNER
@@ -178,3 +179,58 @@ async def test_demo_shows_live_events():
     assert "bridge socket:" in out
     assert "-- upstream live" in out
     assert out.count("message.created") >= 3
+
+
+async def test_open_auth_is_refused_off_loopback():
+    """BRIDGE_AUTH=none on a public address refuses to start, saying what to do."""
+    code, _, err = await cli(
+        "run",
+        env=env_for(CHATWOOT_URL="http://x", CHATWOOT_API_TOKEN="t", BRIDGE_LISTEN="0.0.0.0:8765"),
+    )
+    assert code == 2
+    assert "BRIDGE_AUTH: none is only allowed while BRIDGE_LISTEN is loopback" in err
+
+
+async def test_static_tokens_from_the_config_file_and_minted_jwts(simulator: RunningSim, tmp_path):
+    """`token` makes a [[bridge.clients]] entry that the daemon accepts with its scope;
+    `jwt` mints a token the daemon accepts; a wrong token gets 4001."""
+    code, entry, _ = await cli(
+        "token", "--name", "acct-2", "--accounts", "2", "--events", "message.*", env=env_for()
+    )
+    assert code == 0
+    token = entry.splitlines()[1].removeprefix("#").strip()
+    config = tmp_path / "bridge.toml"
+    config.write_text('[bridge]\nauth = "token,jwt"\n' + "\n".join(entry.splitlines()[2:]) + "\n")
+    secret = "jwt-signing-key-0123456789-abcdefghij"
+    env = env_for(BRIDGE_JWT_SECRET=secret)
+    code, minted, err = await cli("jwt", "--accounts", "1", "--ttl", "120", env=env)
+    assert code == 0, err
+    async with running_bridge(
+        {**simulator.bridge_env(), "BRIDGE_JWT_SECRET": secret},
+        file_values=config_file(config),
+    ) as (_, url):
+        async with (
+            LocalClient.connect(url, f"token={token}") as by_token,
+            LocalClient.connect(url, f"token={minted.strip()}") as by_jwt,
+        ):
+            await by_token.wait_status("live")
+            one = simulator.sim.create_message(1, 1, content="account 1")["id"]
+            two = simulator.sim.create_message(2, 1, content="account 2")["id"]
+            await by_token.wait_for(lambda f: f.get("type") == "event" and f["data"]["id"] == two)
+            await by_jwt.wait_for(lambda f: f.get("type") == "event" and f["data"].get("id") == one)
+            assert [f["data"]["id"] for f in by_token.events()] == [two]
+            assert {f["account_id"] for f in by_jwt.events()} == {1}
+        ws_url = url.replace("http", "ws", 1) + "/ws?token=wrong"
+        async with websockets.connect(ws_url) as refused:
+            error = json.loads(await refused.recv())
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await refused.recv()
+        assert (error["type"], error["code"]) == ("error", "unauthorized")
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 4001
+
+
+def config_file(path):
+    from bridge import config  # noqa: PLC0415
+
+    return config.read_file(path)

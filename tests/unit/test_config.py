@@ -172,3 +172,85 @@ def test_parse_listen_errors():
     for raw in ("8765", ":80", "host:99999", "host:x"):
         with pytest.raises(ValueError):  # noqa: PT011
             config.parse_listen(raw)
+
+
+def test_client_tables_become_static_tokens(tmp_path: Path):
+    """[[bridge.clients]] in the file: name, digest and scope reach the auth config."""
+    path = tmp_path / "bridge.toml"
+    path.write_text(
+        '[bridge]\nauth = "token"\n'
+        '[[bridge.clients]]\nname = "dash"\ntoken_sha256 = "'
+        + "ab" * 32
+        + '"\naccounts = [1]\nevents = ["message.*"]\n'
+    )
+    cfg = config.load(BASE, file_values=config.read_file(path))
+    [token] = cfg.auth.tokens
+    assert (token.name, token.sha256) == ("dash", "ab" * 32)
+    assert dict(token.scope) == {"accounts": [1], "events": ["message.*"]}
+    assert cfg.auth.modes == ("token",)
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"BRIDGE_AUTH": "token"}, "BRIDGE_CLIENTS: token auth needs"),
+        (
+            {"BRIDGE_AUTH": "jwt", "BRIDGE_JWT_SECRET": "short"},
+            "BRIDGE_JWT_SECRET: required for jwt",
+        ),
+        ({"BRIDGE_AUTH": "none,jwt"}, "BRIDGE_AUTH: must be"),
+        (
+            {"BRIDGE_LISTEN": "0.0.0.0:8765"},
+            "BRIDGE_AUTH: none is only allowed while BRIDGE_LISTEN is loopback",
+        ),
+        (
+            {"BRIDGE_SOURCES": "cable,webhook"},
+            "BRIDGE_SOURCES: webhook needs BRIDGE_WEBHOOK_SECRETS",
+        ),
+        ({"BRIDGE_SOURCES": "carrier-pigeon"}, "BRIDGE_SOURCES: must be"),
+        ({"BRIDGE_TRUSTED_PROXIES": "10.0.0.0/33"}, "BRIDGE_TRUSTED_PROXIES"),
+        (
+            {"BRIDGE_CLIENTS": '[{"name": "x", "token_sha256": "nothex"}]'},
+            "token_sha256 must be 64 hex digits",
+        ),
+        (
+            {
+                "BRIDGE_CLIENTS": '[{"name": "x", "token_sha256": "'
+                + "0" * 64
+                + '", "admin": true}]'
+            },
+            "unknown keys",
+        ),
+    ],
+)
+def test_security_settings_are_validated(values, problem):
+    """Auth, sources and proxies: clear problems, secrets never echoed."""
+    with pytest.raises(ConfigError) as info:
+        config.load({**BASE, **values})
+    assert any(problem in p for p in info.value.problems), info.value.problems
+    assert "short" not in str(info.value) or "BRIDGE_JWT_SECRET" not in problem
+
+
+def test_security_defaults():
+    """Loopback without auth, own origin only, cable and poll sources, bounded limits."""
+    cfg = config.load(BASE)
+    assert cfg.auth.modes == ("none",)
+    assert cfg.auth.allowed_origins is None
+    assert cfg.sources == frozenset({"cable", "poll"})
+    assert cfg.limits.max_clients == 10_000
+    assert cfg.server.client_buffer_bytes == 1024 * 1024
+    assert cfg.webhook.allow_unsigned is False
+    full = config.load(
+        {
+            **BASE,
+            "BRIDGE_AUTH": "jwt",
+            "BRIDGE_LISTEN": "0.0.0.0:8765",
+            "BRIDGE_JWT_SECRET": "k" * 40,
+            "BRIDGE_ALLOWED_ORIGINS": "https://a.example, https://*.b.example",
+            "BRIDGE_SOURCES": "cable,poll,webhook",
+            "BRIDGE_WEBHOOK_SECRETS": "s1,s2",
+        }
+    )
+    assert full.auth.allowed_origins == ("https://a.example", "https://*.b.example")
+    assert [s.get() for s in full.webhook.secrets] == ["s1", "s2"]
+    assert set(full.secrets()) >= {"k" * 40, "s1", "s2"}
