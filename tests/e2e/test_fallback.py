@@ -144,3 +144,34 @@ async def test_request_rate_does_not_depend_on_the_number_of_clients(simulator: 
     # one list per account per 200 ms pass (10/s) plus the changed conversations' messages
     assert rate_one > 5
     assert rate_hundred <= rate_one * 1.3 + 2
+
+
+async def test_sources_can_be_switched_off(simulator: RunningSim):
+    """BRIDGE_SOURCES=poll: no cable at all, events come from REST; cable only: no polling."""
+    sim = simulator.sim
+    env = simulator.bridge_env(**FALLBACK_ENV, BRIDGE_SOURCES="poll")
+    async with (
+        running_bridge(env) as (_, url),
+        LocalClient.connect(url, "events=message.created") as client,
+    ):
+        await client.wait_status("polling")
+        mid = sim.create_message(1, 1, content="REST only")["id"]
+        frame = await client.wait_for(lambda f: f.get("type") == "event" and f["data"]["id"] == mid)
+        assert frame["source"] == "poll"
+        assert sim.cable.connection_count == 0
+        assert not any(r["path"] == "/cable" for r in sim.request_log())
+    sim.clear_request_log()
+    env = simulator.bridge_env(**FALLBACK_ENV, BRIDGE_SOURCES="cable")
+    async with (
+        running_bridge(env) as (_, url),
+        LocalClient.connect(url, "events=message.created") as client,
+    ):
+        await client.wait_status("live")
+        sim.set_faults(drop_broadcasts=True)
+        sim.create_message(1, 1, content="lost, and nothing polls for it")
+        sim.set_faults(drop_broadcasts=False)
+        mid = sim.create_message(1, 1, content="after")["id"]
+        frame = await client.wait_for(lambda f: f.get("type") == "event" and f["data"]["id"] == mid)
+        assert [f["data"]["id"] for f in client.events("message.created")] == [mid]
+        assert frame["source"] == "cable"
+        assert not any(r["path"].endswith("/conversations") for r in sim.request_log())
