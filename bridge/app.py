@@ -22,6 +22,7 @@ from bridge import __version__
 from bridge.auth import build_authenticator
 from bridge.bootstrap import IdentityResolver
 from bridge.cache import MessageCache
+from bridge.commands import Commands
 from bridge.config import Config
 from bridge.errors import RestFatal, RestRetryable
 from bridge.eventlog import MemoryEventLog
@@ -211,6 +212,10 @@ class Bridge:
             self.health.set_cable(
                 "live" if only == "webhooks" else "down", f"cable off; {only} only", self.clock()
             )
+        self.server.commands = Commands(
+            rest, self.cache, self.tracker, lambda: self.pipeline.accounts, clock=self.clock
+        )
+        self.server.accounts = lambda: self.accounts
         self.pipeline.cable_listeners.append(poller.cable_state)
         self.hub.on_change.append(poller.clients_changed)
         return upstream, poller

@@ -26,6 +26,12 @@ class _Conversation:
     max_id: int = 0
     expires_at: float = 0.0
     bytes: int = 0
+    # [low, high]: every message of the conversation with an id in this range is cached
+    # (REST said so); low 1 means from the conversation's start. None: nothing verified.
+    verified: tuple[int, int] | None = None
+    # The highest id evicted (or refused) for lack of room: nothing at or below it can be
+    # vouched for any more.
+    evicted_max: int = 0
 
 
 class MessageCache:
@@ -79,6 +85,7 @@ class MessageCache:
         if message_id in conv.messages:
             self._forget_message(conv, message_id)
         elif len(conv.messages) >= self.max_messages and message_id < next(iter(conv.messages)):
+            self._unverify_through(conv, message_id)
             return  # older than everything kept in a full conversation
         out_of_order = bool(conv.messages) and message_id < next(reversed(conv.messages))
         conv.messages[message_id] = dict(message)
@@ -90,7 +97,9 @@ class MessageCache:
             conv.messages = OrderedDict(sorted(conv.messages.items()))
         conv.max_id = max(conv.max_id, message_id)
         while len(conv.messages) > self.max_messages:
-            self._forget_message(conv, next(iter(conv.messages)))
+            oldest = next(iter(conv.messages))
+            self._forget_message(conv, oldest)
+            self._unverify_through(conv, oldest)
 
     def cursor(self, account_id: int, conversation_id: int, now: float) -> int | None:
         """The highest message id known for the conversation, or None (a miss)."""
@@ -138,14 +147,35 @@ class MessageCache:
         before: int | None = None,
         limit: int = 20,
     ) -> list[dict[str, Any]] | None:
-        """Up to ``limit`` latest messages (below ``before``), ascending; None on a miss."""
+        """Up to ``limit`` latest messages (below ``before``), ascending, when the cache can
+        vouch for them: they lie in the REST-verified range (the cable may have lost some)
+        and nothing newer than that range is cached unverified. None is a miss."""
+        key = (account_id, conversation_id)
+        conv = self._live(key, now)
+        found = None if conv is None else self._verified_page(conv, before, limit)
+        self._count(key, hit=found is not None)
+        return found
+
+    def ids(self, account_id: int, conversation_id: int, now: float) -> list[int]:
+        """The cached message ids, ascending (not counted as a lookup)."""
         conv = self._live((account_id, conversation_id), now)
-        if conv is None or not conv.messages:
-            self._count((account_id, conversation_id), hit=False)
-            return None
-        self._count((account_id, conversation_id), hit=True)
-        ids = [i for i in conv.messages if before is None or i < before]
-        return [conv.messages[i] for i in ids[-limit:]]
+        return [] if conv is None else list(conv.messages)
+
+    def mark_verified(
+        self, account_id: int, conversation_id: int, low: int, high: int, now: float
+    ) -> None:
+        """REST listed every message of the conversation with an id in [low, high] (all
+        recorded); ``low`` 1 when the listing reached the conversation's first message."""
+        conv = self._live((account_id, conversation_id), now)
+        low = max(low, conv.evicted_max + 1) if conv is not None else low
+        if conv is None or high < low:
+            return
+        old = conv.verified
+        if old is not None and low <= old[1] + 1 and high >= old[0] - 1:
+            low, high = min(low, old[0]), max(high, old[1])
+        elif old is not None and old[1] > high:
+            return  # keep the newer range
+        conv.verified = (low, high)
 
     def sweep(self, now: float) -> int:
         """Drop expired conversations; return how many went."""
@@ -178,6 +208,29 @@ class MessageCache:
         conv = self._conversations.pop(key)
         self.messages_held -= len(conv.messages)
         self.bytes_held -= conv.bytes
+
+    @staticmethod
+    def _verified_page(
+        conv: _Conversation, before: int | None, limit: int
+    ) -> list[dict[str, Any]] | None:
+        if conv.verified is None:
+            return None
+        low, high = conv.verified
+        top = conv.max_id if before is None else before - 1
+        if top > high:
+            return None  # newer messages than REST has vouched for
+        ids = [i for i in conv.messages if low <= i <= top]
+        if len(ids) < limit and low > 1:
+            return None  # older ones exist that are not cached
+        return [conv.messages[i] for i in ids[-limit:]]
+
+    @staticmethod
+    def _unverify_through(conv: _Conversation, message_id: int) -> None:
+        """A message went for lack of room: the verified range now starts above it."""
+        conv.evicted_max = max(conv.evicted_max, message_id)
+        if conv.verified is not None and message_id >= conv.verified[0]:
+            low, high = message_id + 1, conv.verified[1]
+            conv.verified = (low, high) if low <= high else None
 
     def _forget_message(self, conv: _Conversation, message_id: int) -> None:
         del conv.messages[message_id]

@@ -23,7 +23,12 @@ MAX_GLOBS = 50
 MAX_GLOB_LENGTH = 100
 MAX_REF_LENGTH = 100
 
-ErrorCode = Literal["bad_request", "unauthorized", "forbidden", "rate_limited", "unsupported"]
+ErrorCode = Literal[
+    "bad_request", "unauthorized", "forbidden", "rate_limited", "unsupported", "upstream_error"
+]
+RequestKind = Literal["conversations", "messages", "send", "typing", "read"]
+STATUSES = ("open", "resolved", "pending", "snoozed", "all")
+MAX_CONTENT = 20_000
 UpstreamStateName = Literal["live", "connecting", "polling", "down"]
 
 
@@ -128,7 +133,27 @@ class Subscribe:
     filter: Filter
 
 
-ClientFrame = Ping | Subscribe
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request answered by a ``result`` (or ``error``) frame with the same ``ref``:
+    history (``conversations``, ``messages``) and commands (``send``, ``typing``, ``read``)."""
+
+    kind: RequestKind
+    ref: object
+    account_id: int
+    conversation_id: int | None = None
+    # conversations: status, page; messages: before; send: content, echo_id, private;
+    # typing: on, private.
+    status: str = "open"
+    page: int = 1
+    before: int | None = None
+    content: str = ""
+    echo_id: str | None = None
+    private: bool = False
+    on: bool = True
+
+
+ClientFrame = Ping | Subscribe | Request
 
 
 # Parsing
@@ -267,9 +292,74 @@ def parse_frame(text: str | bytes) -> ClientFrame:
         except ClientError as exc:
             raise ClientError(exc.code, exc.message, ref) from None
         return Subscribe(ref, flt)
+    if kind in ("conversations", "messages", "send", "typing", "read"):
+        return _request(kind, frame, ref)
     if not isinstance(kind, str):
         raise ClientError("bad_request", "frame needs a string 'type'", ref)
     raise ClientError("unsupported", f"unknown frame type {kind[:40]!r}", ref)
+
+
+def _positive(frame: Mapping[str, Any], key: str, ref: object, *, required: bool) -> int | None:
+    value = frame.get(key)
+    if value is None and not required:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**53:
+        return value
+    raise ClientError("bad_request", f"{key}: a positive integer is required", ref)
+
+
+def _required(frame: Mapping[str, Any], key: str, ref: object) -> int:
+    value = _positive(frame, key, ref, required=True)
+    if value is None:  # pragma: no cover - required=True raises instead
+        raise ClientError("bad_request", f"{key}: a positive integer is required", ref)
+    return value
+
+
+def _flag(frame: Mapping[str, Any], key: str, ref: object, default: bool) -> bool:
+    value = frame.get(key, default)
+    if not isinstance(value, bool):
+        raise ClientError("bad_request", f"{key}: must be true or false", ref)
+    return value
+
+
+def _request(kind: RequestKind, frame: Mapping[str, Any], ref: object) -> Request:
+    account = _required(frame, "account_id", ref)
+    if kind == "conversations":
+        status = frame.get("status", "open")
+        if status not in STATUSES:
+            raise ClientError("bad_request", f"status: one of {', '.join(STATUSES)}", ref)
+        page = _positive(frame, "page", ref, required=False) or 1
+        return Request(kind, ref, account, status=status, page=page)
+    conversation = _required(frame, "conversation_id", ref)
+    if kind == "messages":
+        return Request(
+            kind, ref, account, conversation, before=_positive(frame, "before", ref, required=False)
+        )
+    if kind == "send":
+        content, echo = frame.get("content"), frame.get("echo_id")
+        if not isinstance(content, str) or not content.strip() or len(content) > MAX_CONTENT:
+            raise ClientError("bad_request", f"content: 1 to {MAX_CONTENT} characters", ref)
+        if echo is not None and (not isinstance(echo, str) or not 0 < len(echo) <= 100):
+            raise ClientError("bad_request", "echo_id: a string of at most 100 characters", ref)
+        return Request(
+            kind,
+            ref,
+            account,
+            conversation,
+            content=content,
+            echo_id=echo,
+            private=_flag(frame, "private", ref, False),
+        )
+    if kind == "typing":
+        return Request(
+            kind,
+            ref,
+            account,
+            conversation,
+            on=_flag(frame, "on", ref, True),
+            private=_flag(frame, "private", ref, False),
+        )
+    return Request(kind, ref, account, conversation)
 
 
 def _reject_constant(name: str) -> None:
@@ -283,18 +373,30 @@ def _dumps(frame: Mapping[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
-def welcome_frame(epoch: str, seq: int, upstream: UpstreamStateName, replayed: int) -> str:
-    """``welcome``: always the first frame."""
-    return _dumps(
-        {
-            "type": "welcome",
-            "protocol": PROTOCOL_VERSION,
-            "epoch": epoch,
-            "seq": seq,
-            "upstream": upstream,
-            "replayed": replayed,
-        }
-    )
+def welcome_frame(
+    epoch: str,
+    seq: int,
+    upstream: UpstreamStateName,
+    replayed: int,
+    *,
+    accounts: list[int] | None = None,
+    client: Mapping[str, Any] | None = None,
+) -> str:
+    """``welcome``: always the first frame; ``accounts`` (the bridged accounts the client may
+    see) and ``client`` (its name and allowed commands) are additions to protocol v1."""
+    frame: dict[str, Any] = {
+        "type": "welcome",
+        "protocol": PROTOCOL_VERSION,
+        "epoch": epoch,
+        "seq": seq,
+        "upstream": upstream,
+        "replayed": replayed,
+    }
+    if accounts is not None:
+        frame["accounts"] = accounts
+    if client is not None:
+        frame["client"] = client
+    return _dumps(frame)
 
 
 def reset_frame(reason: str, epoch: str, seq: int) -> str:
@@ -310,6 +412,11 @@ def status_frame(upstream: UpstreamStateName, since: str, reason: str) -> str:
 def error_frame(code: ErrorCode, message: str, ref: object = None) -> str:
     """``error``: a client frame was refused."""
     return _dumps({"type": "error", "code": code, "message": message, "ref": ref})
+
+
+def result_frame(ref: object, data: Mapping[str, Any]) -> str:
+    """``result``: the answer to a request frame."""
+    return _dumps({"type": "result", "ref": ref, "ok": True, "data": data})
 
 
 def subscribed_frame(ref: object, flt: Filter) -> str:

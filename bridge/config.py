@@ -202,6 +202,8 @@ class LimitsConfig:
     frames_per_second: float = 20.0
     # Filter changes per minute (burst 10); above: an error frame.
     subscribes_per_minute: float = 30.0
+    # History requests and commands per minute per client (burst 20); above: an error frame.
+    commands_per_minute: float = 60.0
     # WebSocket ping period for idle clients, s; 0 switches it off.
     ping_interval: float = 30.0
     # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs).
@@ -306,6 +308,7 @@ KNOWN_VARIABLES = frozenset(
         "BRIDGE_HANDSHAKE_TIMEOUT_MS",
         "BRIDGE_CLIENT_FRAMES_PER_SECOND",
         "BRIDGE_SUBSCRIBES_PER_MINUTE",
+        "BRIDGE_COMMANDS_PER_MINUTE",
         "BRIDGE_CLIENT_PING_MS",
         "BRIDGE_SOURCES",
         "BRIDGE_WEBHOOK_SECRETS",
@@ -590,6 +593,9 @@ def load(
         ),
         subscribes_per_minute=r.get(
             "BRIDGE_SUBSCRIBES_PER_MINUTE", _positive_float, 30.0, "must be a positive number"
+        ),
+        commands_per_minute=r.get(
+            "BRIDGE_COMMANDS_PER_MINUTE", _positive_float, 60.0, "must be a positive number"
         ),
         ping_interval=r.get(
             "BRIDGE_CLIENT_PING_MS", _ms_or_zero, 30.0, "must be a number of ms, 0 for off"

@@ -63,7 +63,10 @@ def format_time(ts: float) -> str:
 
     One fixed width, so clients can compare the strings as well as parse them.
     """
-    moment = datetime.fromtimestamp(ts, UTC)
+    try:
+        moment = datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, OSError, ValueError):
+        moment = datetime.fromtimestamp(0, UTC)  # never reached with parsed times; never raise
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

@@ -38,7 +38,17 @@ DISCONNECT_REASONS = (
 )
 AUTH_FAILURES = ("missing", "invalid", "expired", "too_long", "bad_claims", "malformed")
 REFUSALS = ("origin", "max_clients", "max_per_address", "timeout")
-REST_ENDPOINTS = ("profile", "conversations", "messages")
+REST_ENDPOINTS = (
+    "profile",
+    "conversations",
+    "conversation",
+    "messages",
+    "create_message",
+    "typing",
+    "read",
+)
+REQUEST_KINDS = ("conversations", "messages", "send", "typing", "read")
+REQUEST_OUTCOMES = ("ok", "forbidden", "rate_limited", "upstream_error", "bad_request")
 REST_OUTCOMES = (
     "ok",
     "unauthorized",
@@ -109,6 +119,7 @@ class Metrics:
     webhooks: Counter
     client_frames: Counter
     client_errors: Counter
+    client_requests: Counter
     deliveries: Counter
     fanout_latency: Histogram
     event_lag: Histogram
@@ -257,6 +268,12 @@ class Metrics:
                 ["type"],
                 registry=r,
             ),
+            client_requests=Counter(
+                p + "client_requests",
+                "History requests and commands from local clients, by kind and outcome.",
+                ["kind", "outcome"],
+                registry=r,
+            ),
             client_errors=Counter(
                 p + "client_errors",
                 "Error frames sent to local clients, by code.",
@@ -327,6 +344,9 @@ class Metrics:
             metrics.subscribe_failures.labels(reason=reason)
         for reason in DISCONNECT_REASONS:
             metrics.client_disconnects.labels(reason=reason)
+        for kind in REQUEST_KINDS:
+            for outcome in REQUEST_OUTCOMES:
+                metrics.client_requests.labels(kind=kind, outcome=outcome)
         for reason in AUTH_FAILURES:
             metrics.auth_failures.labels(reason=reason)
         for reason in REFUSALS:

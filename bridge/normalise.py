@@ -42,6 +42,12 @@ class Dropped:
     name: str | None = None
 
 
+# Timestamps outside these (2000-01-01, 2100-01-01) are garbage, not times: a year-10000
+# value would even fail to format (found by the fuzzer).
+EARLIEST = 946_684_800.0
+LATEST = 4_102_444_800.0
+
+
 def parse_time(value: object) -> float | None:
     """Chatwoot's mixed timestamps as unix seconds.
 
@@ -52,7 +58,7 @@ def parse_time(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        if not math.isfinite(value) or value <= 0:
+        if not math.isfinite(value) or not EARLIEST <= value <= LATEST:
             return None
         return float(value)
     if isinstance(value, str) and value:
@@ -62,7 +68,8 @@ def parse_time(value: object) -> float | None:
             return None
         if moment.tzinfo is None:
             return None
-        return moment.timestamp()
+        ts = moment.timestamp()
+        return ts if EARLIEST <= ts <= LATEST else None
     return None
 
 

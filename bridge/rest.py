@@ -143,6 +143,15 @@ class ChatwootREST:
             parse=_list_at("conversations", "data", "payload"),
         )
 
+    async def conversation(self, account_id: int, conversation_id: int) -> dict[str, Any]:
+        """``GET …/conversations/{display_id}``: a bare conversation object (chatwoot.md §4.3)."""
+        return await self.request(
+            "GET",
+            f"/api/v1/accounts/{account_id}/conversations/{conversation_id}",
+            endpoint="conversation",
+            parse=_object("conversation"),
+        )
+
     async def messages(
         self,
         account_id: int,
@@ -163,6 +172,49 @@ class ChatwootREST:
             params=params,
             endpoint="messages",
             parse=_list_at("messages", "payload"),
+        )
+
+    async def create_message(
+        self,
+        account_id: int,
+        conversation_id: int,
+        *,
+        content: str,
+        private: bool = False,
+        echo_id: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST …/messages`` as the bridge's user: an outgoing message (or a private note)."""
+        body: dict[str, Any] = {"content": content, "message_type": "outgoing", "private": private}
+        if echo_id is not None:
+            body["echo_id"] = echo_id
+        return await self.request(
+            "POST",
+            f"/api/v1/accounts/{account_id}/conversations/{conversation_id}/messages",
+            endpoint="create_message",
+            json_body=body,
+            parse=_object("create_message"),
+        )
+
+    async def toggle_typing(
+        self, account_id: int, conversation_id: int, *, on: bool, private: bool = False
+    ) -> None:
+        """``POST …/toggle_typing_status`` (chatwoot.md §4.5); Chatwoot answers with no body."""
+        await self.request(
+            "POST",
+            f"/api/v1/accounts/{account_id}/conversations/{conversation_id}/toggle_typing_status",
+            endpoint="typing",
+            json_body={"typing_status": "on" if on else "off", "is_private": private},
+            parse=lambda _: None,
+        )
+
+    async def mark_read(self, account_id: int, conversation_id: int) -> dict[str, Any] | None:
+        """``POST …/update_last_seen``: the agent has seen the conversation; Chatwoot answers
+        with the conversation (no event follows, chatwoot.md §4.5)."""
+        return await self.request(
+            "POST",
+            f"/api/v1/accounts/{account_id}/conversations/{conversation_id}/update_last_seen",
+            endpoint="read",
+            parse=lambda body: body if isinstance(body, dict) else None,
         )
 
     async def request(
@@ -302,6 +354,17 @@ class ChatwootREST:
                 status=status,
                 outcome="malformed",
             ) from None
+
+
+def _object(endpoint: str) -> Callable[[object], dict[str, Any]]:
+    def parse(body: object) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise RestRetryable(
+                f"{endpoint}: answer is not a JSON object", endpoint=endpoint, outcome="malformed"
+            )
+        return body
+
+    return parse
 
 
 def _list_at(endpoint: str, *path: str) -> Callable[[object], list[dict[str, Any]]]:

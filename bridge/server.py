@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bridge import clientproto as cp
 from bridge.auth import Authenticator, AuthError, Identity, origin_allowed
+from bridge.commands import Commands
 from bridge.config import LimitsConfig, ServerConfig
 from bridge.events import format_time
 from bridge.hub import GOING_AWAY, Hub
@@ -120,6 +121,9 @@ class LocalServer:
         self.clients: set[WsClient] = set()
         self.per_address: Counter[str] = Counter()
         self.routes: list[tuple[str, str, Handler]] = []
+        # History and commands (set once the REST client exists) and the bridged accounts.
+        self.commands: Commands | None = None
+        self.accounts: Callable[[], tuple[int, ...]] = tuple
         self._no_clients = asyncio.Event()
         self._no_clients.set()
         self._handshaken: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
@@ -270,6 +274,9 @@ class LocalServer:
             self.metrics,
             frames_per_second=self.limits.frames_per_second,
             subscribes_per_minute=self.limits.subscribes_per_minute,
+            commands=self.commands,
+            commands_per_minute=self.limits.commands_per_minute,
+            accounts=self.accounts,
         )
         log.info(
             "client.connected",

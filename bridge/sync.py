@@ -164,10 +164,12 @@ class Syncer:
         if conversation_id is None:
             return 0
         published = 0
-        for message in await self._fetch_messages(account_id, conversation_id, since):
+        messages, low = await self._fetch_messages(account_id, conversation_id, since)
+        for message in messages:
             published += await self._message(
                 account_id, conversation_id, message, row, window=(since, until)
             )
+        self._vouch(account_id, conversation_id, messages, low, row)
         # Only now is the snapshot remembered: had a request failed above, the next pass
         # would still see this conversation as changed and fetch its messages again.
         now = self.clock()
@@ -184,10 +186,37 @@ class Syncer:
             self.tracker.mark_synced(account_id, conversation_id, min(version, until))
         return published
 
+    def _vouch(
+        self,
+        account_id: int,
+        conversation_id: int,
+        messages: list[dict[str, Any]],
+        low: int,
+        row: Mapping[str, Any],
+    ) -> None:
+        """REST listed every message from ``low`` up: cache the ones missing (seen before
+        but expired, or not published yet) and let history pages be served from here."""
+        if not messages:
+            return
+        now = self.clock()
+        for message in messages:
+            message_id = as_id(message.get("id"))
+            if (
+                message_id is not None
+                and self.cache.get(account_id, conversation_id, message_id, now) is None
+            ):
+                self.cache.record(
+                    account_id, conversation_id, message_from_rest(account_id, message, row), now
+                )
+        high = as_id(messages[-1].get("id"))
+        if high is not None:
+            self.cache.mark_verified(account_id, conversation_id, low, high, now)
+
     async def _fetch_messages(
         self, account_id: int, conversation_id: int, since: float
-    ) -> list[dict[str, Any]]:
-        """Every message created since ``since`` (and a few older), ascending by id.
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Every message created since ``since`` (and a few older), ascending by id, and
+        the lowest id from which the list is complete (1: the conversation's start).
 
         With a cached message older than the window, ``after=`` pages read forward from it
         (100 rows each); without one, the latest page and ``before=`` pages reach back
@@ -205,11 +234,13 @@ class Syncer:
                 if len(rows) < AFTER_PAGE:
                     break
                 after = max(rows)  # max id, not the last row: rows are ordered by created_at
-            return [found[i] for i in sorted(found)]
+            return [found[i] for i in sorted(found)], anchor + 1
         page = _by_id(await rest.messages(account_id, conversation_id))
         found.update(page)
+        low = min(found, default=1)
         for _ in range(MAX_PAGES):
             if len(page) < LATEST_PAGE:
+                low = 1
                 break  # the whole conversation has been read
             oldest = min(found)
             created = parse_time(found[oldest].get("created_at"))
@@ -217,7 +248,8 @@ class Syncer:
                 break
             page = _by_id(await rest.messages(account_id, conversation_id, before=oldest))
             found.update(page)
-        return [found[i] for i in sorted(found)]
+            low = min(found)
+        return [found[i] for i in sorted(found)], low
 
     async def _message(
         self,

@@ -64,6 +64,8 @@ class Known:
     differs_since: float | None = None
     # Wall time of the last event about this conversation (any kind).
     last_activity: float = 0.0
+    # The conversation's inbox, when an event or a REST answer named it (for inbox scopes).
+    inbox_id: int | None = None
 
 
 class ConversationTracker:
@@ -85,6 +87,8 @@ class ConversationTracker:
             return
         known = self._touch((event.account_id, event.conversation_id))
         known.last_activity = now
+        if event.inbox_id is not None:
+            known.inbox_id = event.inbox_id
         version = event.version
         if (
             event.name in CONVERSATION_STATE_EVENTS
@@ -97,6 +101,15 @@ class ConversationTracker:
         """The newest ``updated_at`` seen for the conversation."""
         known = self._items.get((account_id, conversation_id))
         return None if known is None else known.version
+
+    def inbox(self, account_id: int, conversation_id: int) -> int | None:
+        """The conversation's inbox, when known."""
+        known = self._items.get((account_id, conversation_id))
+        return None if known is None else known.inbox_id
+
+    def note_inbox(self, account_id: int, conversation_id: int, inbox_id: int) -> None:
+        """Remember a conversation's inbox (from a REST answer)."""
+        self._touch((account_id, conversation_id)).inbox_id = inbox_id
 
     def needs_sync(self, account_id: int, conversation: Mapping[str, Any]) -> bool:
         """Whether a snapshot is newer than the last one whose messages REST checked."""

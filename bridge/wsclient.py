@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -24,10 +25,13 @@ from bridge import clientproto as cp
 from bridge.auth import Access, Identity
 from bridge.eventlog import Gap
 from bridge.events import Entry
-from bridge.metrics import Metrics
+from bridge.metrics import REQUEST_OUTCOMES, Metrics
 from bridge.ports import EventStore
 from bridge.ratelimit import TokenBucket
 
+
+if TYPE_CHECKING:
+    from bridge.commands import Commands
 
 log = structlog.get_logger("bridge.wsclient")
 
@@ -37,6 +41,8 @@ SLOW_OR_RATE_LIMITED = 4029
 BAD_REQUEST = 4000
 # Events held for one client while its replay is being written.
 MAX_HELD = 50_000
+# Requests (history, commands) one client may have waiting on Chatwoot at once.
+MAX_IN_FLIGHT = 8
 
 
 def frame_bytes(text: str) -> bytes:
@@ -143,6 +149,9 @@ class Session:
         metrics: the metric objects.
         frames_per_second: client frame rate limit (burst twice that).
         subscribes_per_minute: filter change limit (burst 10).
+        commands: answers history requests and commands (None: ``unsupported``).
+        commands_per_minute: request limit (burst 20), at most :data:`MAX_IN_FLIGHT` at once.
+        accounts: the bridged accounts (shown in the welcome, within the client's scope).
         clock: monotonic clock for the limits.
     """
 
@@ -155,6 +164,9 @@ class Session:
         *,
         frames_per_second: float,
         subscribes_per_minute: float,
+        commands: Commands | None = None,
+        commands_per_minute: float = 60.0,
+        accounts: Callable[[], Iterable[int]] = tuple,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -167,12 +179,18 @@ class Session:
         now = clock()
         self.frames = TokenBucket(frames_per_second, 2 * frames_per_second, now)
         self.subscribes = TokenBucket(subscribes_per_minute / 60, 10, now)
+        self.commands = commands
+        self.requests = TokenBucket(commands_per_minute / 60, 20, now)
+        self.accounts = accounts
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._tg: asyncio.TaskGroup | None = None
 
     async def run(self, resume: cp.Resume | None) -> None:
         """Welcome (and replay), then read frames until the connection ends."""
         client = self.client
         await self.start(resume)
         async with asyncio.TaskGroup() as tg:
+            self._tg = tg
             tg.create_task(self._closer())
             expiry = None
             if client.identity.expires_at is not None:
@@ -197,8 +215,18 @@ class Session:
         # client); the client was registered first, so what comes after is being held.
         head = store.last_seq
         client.skip_through(head)
+        scope = client.identity.scope
         await client.send_now(
-            cp.welcome_frame(store.epoch, head, self.upstream_state(), len(replay))
+            cp.welcome_frame(
+                store.epoch,
+                head,
+                self.upstream_state(),
+                len(replay),
+                accounts=sorted(
+                    a for a in self.accounts() if scope.accounts is None or a in scope.accounts
+                ),
+                client={"name": client.identity.name, "commands": sorted(scope.commands)},
+            )
         )
         if gap is not None:
             await client.send_now(cp.reset_frame(gap.reason, store.epoch, head))
@@ -271,6 +299,52 @@ class Session:
                     return
                 client.filter = Access(client.identity.scope, flt)
                 client.send_control(cp.subscribed_frame(ref, flt))
+            case cp.Request():
+                self.metrics.client_frames.labels(type="request").inc()
+                self._request(frame)
+
+    def _request(self, request: cp.Request) -> None:
+        """Start answering a request, within the client's limits."""
+        commands, tg = self.commands, self._tg
+        if commands is None or tg is None:
+            error = cp.ClientError(
+                "unsupported", "this endpoint serves no history or commands", request.ref
+            )
+            self._answered(request, error)
+        elif len(self._in_flight) >= MAX_IN_FLIGHT or not self.requests.take(self.clock()):
+            error = cp.ClientError(
+                "rate_limited", "too many requests; wait for the answers", request.ref
+            )
+            self._answered(request, error)
+        else:
+            task = tg.create_task(self._answer(commands, request))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _answer(self, commands: Commands, request: cp.Request) -> None:
+        try:
+            data = await commands.handle(self.client.identity, request)
+        except cp.ClientError as exc:
+            self._answered(request, exc)
+            return
+        except Exception:  # a bug answering one request must not end the session
+            log.exception("command.failed", kind=request.kind)
+            self._answered(
+                request,
+                cp.ClientError("upstream_error", "the bridge failed to answer", request.ref),
+            )
+            return
+        self._answered(request, None)
+        if not self.client.send_control(cp.result_frame(request.ref, data)):
+            self.client.close(SLOW_OR_RATE_LIMITED, "slow consumer")
+
+    def _answered(self, request: cp.Request, error: cp.ClientError | None) -> None:
+        outcome = "ok" if error is None else error.code
+        if outcome not in REQUEST_OUTCOMES:
+            outcome = "bad_request"
+        self.metrics.client_requests.labels(kind=request.kind, outcome=outcome).inc()
+        if error is not None:
+            self._send_error(error)
 
     def _send_error(self, exc: cp.ClientError) -> None:
         self.metrics.client_errors.labels(code=exc.code).inc()

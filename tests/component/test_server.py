@@ -80,6 +80,11 @@ async def test_welcome_first_then_filtered_live_events(rig: Rig):
         "seq": 1,
         "upstream": "connecting",
         "replayed": 0,
+        "accounts": [],
+        "client": {
+            "name": "anonymous",
+            "commands": ["conversations.read", "history", "messages.create", "typing"],
+        },
     }
     await rig.publish(2, account=2)
     await rig.publish(3, name="conversation.updated")
