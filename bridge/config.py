@@ -206,6 +206,8 @@ class LimitsConfig:
     commands_per_minute: float = 60.0
     # WebSocket ping period for idle clients, s; 0 switches it off.
     ping_interval: float = 30.0
+    # Seconds between SSE keep-alive comments (proxies cut silent streams).
+    sse_keepalive: float = 15.0
     # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs).
     trusted_proxies: tuple[str, ...] = ()
 
@@ -310,6 +312,7 @@ KNOWN_VARIABLES = frozenset(
         "BRIDGE_SUBSCRIBES_PER_MINUTE",
         "BRIDGE_COMMANDS_PER_MINUTE",
         "BRIDGE_CLIENT_PING_MS",
+        "BRIDGE_SSE_KEEPALIVE_MS",
         "BRIDGE_SOURCES",
         "BRIDGE_WEBHOOK_SECRETS",
         "BRIDGE_WEBHOOK_ALLOW_UNSIGNED",
@@ -599,6 +602,9 @@ def load(
         ),
         ping_interval=r.get(
             "BRIDGE_CLIENT_PING_MS", _ms_or_zero, 30.0, "must be a number of ms, 0 for off"
+        ),
+        sse_keepalive=r.get(
+            "BRIDGE_SSE_KEEPALIVE_MS", _ms, 15.0, "must be a positive number of ms"
         ),
         trusted_proxies=r.get(
             "BRIDGE_TRUSTED_PROXIES", _networks, (), "must be a comma list of addresses or CIDRs"

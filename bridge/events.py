@@ -124,6 +124,7 @@ class Entry:
         seq: position in the epoch, growing by one per published event.
         event: the event.
         text: the JSON ``event`` frame, shared by every client and by replay.
+        epoch: the event log's epoch (SSE ids name it).
     """
 
     seq: int
@@ -131,9 +132,10 @@ class Entry:
     text: str
     # Encodings for other transports, filled lazily and shared (WebSocket frame, SSE).
     cache: dict[str, bytes] = field(default_factory=dict)
+    epoch: str = ""
 
     @classmethod
     def build(cls, epoch: str, seq: int, event: Event) -> Entry:
         """Encode the frame once."""
         text = json.dumps(event.to_wire(epoch, seq), separators=(",", ":"), ensure_ascii=False)
-        return cls(seq, event, text)
+        return cls(seq, event, text, epoch=epoch)

@@ -11,12 +11,13 @@ connection then runs as a :class:`bridge.wsclient.Session`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import time
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
@@ -30,6 +31,7 @@ from bridge.events import format_time
 from bridge.hub import GOING_AWAY, Hub
 from bridge.metrics import Metrics
 from bridge.ports import EventStore
+from bridge.sse import SseClient, SseSession
 from bridge.status import Status, StatusBoard
 from bridge.wsclient import (
     BAD_REQUEST,
@@ -37,7 +39,6 @@ from bridge.wsclient import (
     UNAUTHORIZED,
     Session,
     WsClient,
-    disconnect_reason,
     refuse,
 )
 
@@ -45,6 +46,21 @@ from bridge.wsclient import (
 log = structlog.get_logger("bridge.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Connection(Protocol):
+    """A connected client of either transport."""
+
+    identity: Identity
+    transport: asyncio.Transport
+    close_code: int | None
+    close_reason: str
+
+    def close(self, code: int, reason: str) -> None: ...
+
+    def disconnect_reason(self) -> str: ...
+
+    def buffered(self) -> int: ...
 
 
 def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple[str, ...]) -> str:
@@ -118,7 +134,7 @@ class LocalServer:
         self.metrics = metrics
         self.poll_window = poll_window
         self.clock = clock
-        self.clients: set[WsClient] = set()
+        self.clients: set[Connection] = set()
         self.per_address: Counter[str] = Counter()
         self.routes: list[tuple[str, str, Handler]] = []
         # History and commands (set once the REST client exists) and the bridged accounts.
@@ -134,6 +150,7 @@ class LocalServer:
         """The routes of protocol.md §2 and §4 (and any added by other components)."""
         app = web.Application(middlewares=[self._mark_handshaken], client_max_size=1024 * 1024)
         app.router.add_get("/ws", self.handle_ws)
+        app.router.add_get("/events", self.handle_sse)
         app.router.add_get("/healthz", self.handle_healthz)
         app.router.add_get("/readyz", self.handle_readyz)
         app.router.add_get("/metrics", self.handle_metrics)
@@ -161,8 +178,7 @@ class LocalServer:
 
     def buffered_bytes(self) -> int:
         """What the clients' sockets have not taken yet: bounded by their buffer limit each."""
-        open_ = (c.transport for c in self.clients if not c.transport.is_closing())
-        return sum(t.get_write_buffer_size() for t in open_)
+        return sum(c.buffered() for c in self.clients)
 
     async def wait_no_clients(self) -> None:
         """Return once every client connection has ended."""
@@ -256,6 +272,24 @@ class LocalServer:
             return web.json_response({"error": "too many clients from this address"}, status=429)
         return None
 
+    def _welcome(self, identity: Identity) -> Callable[[int, int], str]:
+        """The welcome builder of one client: the bridged accounts it may see, its commands."""
+        scope = identity.scope
+
+        def welcome(head: int, replayed: int) -> str:
+            return cp.welcome_frame(
+                self.store.epoch,
+                head,
+                self.status.current.state,
+                replayed,
+                accounts=sorted(
+                    a for a in self.accounts() if scope.accounts is None or a in scope.accounts
+                ),
+                client={"name": identity.name, "commands": sorted(scope.commands)},
+            )
+
+        return welcome
+
     async def _serve(
         self,
         ws: web.WebSocketResponse,
@@ -270,18 +304,92 @@ class LocalServer:
         session = Session(
             client,
             self.store,
-            lambda: self.status.current.state,
+            self._welcome(identity),
             self.metrics,
             frames_per_second=self.limits.frames_per_second,
             subscribes_per_minute=self.limits.subscribes_per_minute,
             commands=self.commands,
             commands_per_minute=self.limits.commands_per_minute,
-            accounts=self.accounts,
         )
+        with self._connected(client, "ws", address, flt, resume=resume):
+            try:
+                with self.hub.subscription(client):
+                    await session.run(resume)
+            except* ConnectionError:
+                # The client went away while a frame was being written.
+                client.close(1006, "connection lost")
+        if not transport.is_closing() and client.close_code == 4029:
+            transport.abort()
+
+    async def handle_sse(self, request: web.Request) -> web.StreamResponse:
+        """Server-Sent Events (protocol.md §4): the same filters, resume by Last-Event-ID.
+
+        EventSource cannot read a refused answer, so refusals are plain HTTP statuses with
+        a JSON body for humans and other clients: 401, 403, 400, 429, 503.
+        """
+        refused = self._admit(request)
+        if refused is not None:
+            return refused
+        address = client_address(
+            request.remote, request.headers.get("X-Forwarded-For"), self.limits.trusted_proxies
+        )
+        try:
+            identity = self.authenticator.authenticate(credential(request), self.clock())
+        except AuthError as exc:
+            self.metrics.auth_failures.labels(reason=exc.reason).inc()
+            log.info("client.unauthorized", reason=exc.reason, address=address, transport="sse")
+            return web.json_response({"code": "unauthorized", "error": str(exc)}, status=401)
+        query = dict(request.query)
+        last_event_id = request.headers.get("Last-Event-ID")
+        if last_event_id:
+            query["since"] = last_event_id  # the browser's own resume wins over the URL's
+        try:
+            flt, resume = cp.parse_query(query)
+            identity.scope.check_filter(flt)
+        except cp.ClientError as exc:
+            self.metrics.client_errors.labels(code=exc.code).inc()
+            status = 403 if exc.code == "forbidden" else 400
+            return web.json_response({"code": exc.code, "error": exc.message}, status=status)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+            }
+        )
+        await response.prepare(request)
+        transport = request.transport
+        if transport is None:
+            return response
+        client = SseClient(response, transport, identity, flt, self.cfg.client_buffer_bytes)
+        session = SseSession(
+            client, self.store, self._welcome(identity), keepalive=self.limits.sse_keepalive
+        )
+        with self._connected(client, "sse", address, flt, resume=resume):
+            try:
+                with self.hub.subscription(client):
+                    await session.run(resume)
+            except* ConnectionError:
+                client.close(1006, "connection lost")
+        if client.close_code == 4029 and not transport.is_closing():
+            transport.abort()
+        return response
+
+    @contextlib.contextmanager
+    def _connected(
+        self,
+        client: Connection,
+        kind: str,
+        address: str,
+        flt: cp.Filter,
+        *,
+        resume: cp.Resume | None,
+    ) -> Iterator[None]:
+        """Count and log one client connection for its lifetime."""
         log.info(
             "client.connected",
-            transport="ws",
-            client=identity.name,
+            transport=kind,
+            client=client.identity.name,
             clients=len(self.clients) + 1,
             resume=resume is not None,
             filter=flt.to_wire(),
@@ -289,16 +397,12 @@ class LocalServer:
         self.clients.add(client)
         self.per_address[address] += 1
         self._no_clients.clear()
-        gauge = self.metrics.clients_connected.labels(transport="ws")
+        gauge = self.metrics.clients_connected.labels(transport=kind)
         gauge.inc()
         try:
-            with self.hub.subscription(client):
-                await session.run(resume)
-        except* ConnectionError:
-            # The client went away while a frame was being written.
-            client.close(1006, "connection lost")
+            yield
         finally:
-            # aiohttp may cancel this handler once the transport is gone; account here.
+            # aiohttp may cancel the handler once the transport is gone; account here.
             self.clients.discard(client)
             self.per_address[address] -= 1
             if self.per_address[address] <= 0:
@@ -306,13 +410,11 @@ class LocalServer:
             if not self.clients:
                 self._no_clients.set()
             gauge.dec()
-            reason = disconnect_reason(client)
+            reason = client.disconnect_reason()
             self.metrics.client_disconnects.labels(reason=reason).inc()
             log.info(
-                "client.disconnected", transport="ws", reason=reason, clients=len(self.clients)
+                "client.disconnected", transport=kind, reason=reason, clients=len(self.clients)
             )
-            if not transport.is_closing() and client.close_code == 4029:
-                transport.abort()
 
     @web.middleware
     async def _mark_handshaken(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -107,6 +107,27 @@ class WsClient:
 
     # Public methods
 
+    def disconnect_reason(self) -> str:
+        """The ``reason`` label of the finished connection."""
+        if self.close_code is None and isinstance(self.ws.exception(), asyncio.TimeoutError):
+            return "idle"  # the handler may have been cancelled before the reader saw it
+        return {
+            SLOW_OR_RATE_LIMITED: "rate_limited"
+            if self.close_reason == "rate limited"
+            else "slow_consumer",
+            1001: "shutdown",
+            1009: "frame_too_big",
+            UNAUTHORIZED: "unauthorized",
+        }.get(self.close_code or 0) or {
+            "idle": "idle",
+            "protocol error": "protocol_error",
+        }.get(self.close_reason, "client_closed")
+
+    def buffered(self) -> int:
+        """Bytes in the socket's buffer, not yet taken by the client."""
+        transport = self.transport
+        return 0 if transport.is_closing() else transport.get_write_buffer_size()
+
     async def send_now(self, text: str) -> None:
         """Send a frame before going live (welcome, reset, replay), waiting for drain."""
         await self.ws.send_str(text)
@@ -145,13 +166,12 @@ class Session:
     Args:
         client: the connection.
         store: the event log (resume).
-        upstream_state: the state shown in the welcome.
+        welcome: the welcome frame for (head seq, replayed count).
         metrics: the metric objects.
         frames_per_second: client frame rate limit (burst twice that).
         subscribes_per_minute: filter change limit (burst 10).
         commands: answers history requests and commands (None: ``unsupported``).
         commands_per_minute: request limit (burst 20), at most :data:`MAX_IN_FLIGHT` at once.
-        accounts: the bridged accounts (shown in the welcome, within the client's scope).
         clock: monotonic clock for the limits.
     """
 
@@ -159,20 +179,19 @@ class Session:
         self,
         client: WsClient,
         store: EventStore,
-        upstream_state: Callable[[], cp.UpstreamStateName],
+        welcome: Callable[[int, int], str],
         metrics: Metrics,
         *,
         frames_per_second: float,
         subscribes_per_minute: float,
         commands: Commands | None = None,
         commands_per_minute: float = 60.0,
-        accounts: Callable[[], Iterable[int]] = tuple,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
         self.store = store
-        self.upstream_state = upstream_state
+        self.welcome = welcome
         self.metrics = metrics
         self.clock = clock
         self.wall_clock = wall_clock
@@ -181,7 +200,6 @@ class Session:
         self.subscribes = TokenBucket(subscribes_per_minute / 60, 10, now)
         self.commands = commands
         self.requests = TokenBucket(commands_per_minute / 60, 20, now)
-        self.accounts = accounts
         self._in_flight: set[asyncio.Task[None]] = set()
         self._tg: asyncio.TaskGroup | None = None
 
@@ -215,19 +233,7 @@ class Session:
         # client); the client was registered first, so what comes after is being held.
         head = store.last_seq
         client.skip_through(head)
-        scope = client.identity.scope
-        await client.send_now(
-            cp.welcome_frame(
-                store.epoch,
-                head,
-                self.upstream_state(),
-                len(replay),
-                accounts=sorted(
-                    a for a in self.accounts() if scope.accounts is None or a in scope.accounts
-                ),
-                client={"name": client.identity.name, "commands": sorted(scope.commands)},
-            )
-        )
+        await client.send_now(self.welcome(head, len(replay)))
         if gap is not None:
             await client.send_now(cp.reset_frame(gap.reason, store.epoch, head))
         for entry in replay:
@@ -376,20 +382,3 @@ async def refuse(ws: web.WebSocketResponse, code: int, error: cp.ClientError) ->
     with contextlib.suppress(ConnectionError):
         await ws.send_str(cp.error_frame(error.code, error.message))
         await ws.close(code=code, message=error.code.encode())
-
-
-def disconnect_reason(client: WsClient) -> str:
-    """The ``reason`` label of a finished connection."""
-    if client.close_code is None and isinstance(client.ws.exception(), asyncio.TimeoutError):
-        return "idle"  # the handler may have been cancelled before the reader saw it
-    return {
-        SLOW_OR_RATE_LIMITED: "rate_limited"
-        if client.close_reason == "rate limited"
-        else "slow_consumer",
-        1001: "shutdown",
-        1009: "frame_too_big",
-        UNAUTHORIZED: "unauthorized",
-    }.get(client.close_code or 0) or {
-        "idle": "idle",
-        "protocol error": "protocol_error",
-    }.get(client.close_reason, "client_closed")
