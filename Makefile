@@ -6,8 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Real peers the tests run against (installed by `make test` when running as root):
 # Rails ActionCable + puma (upstream), Prometheus + promtool (metrics and alert rules),
-# systemd-analyze (the unit's security rating).
-SYSTEM_PACKAGES := ruby-actioncable puma prometheus systemd
+# systemd-analyze (the unit's security rating), Chromium (the live page and the JS client).
+SYSTEM_PACKAGES := ruby-actioncable puma prometheus systemd chromium
 
 export PYTHONASYNCIODEBUG ?= 1
 export PYTHONWARNINGS ?= default

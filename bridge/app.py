@@ -34,6 +34,7 @@ from bridge.poller import STARTUP_GRACE, Poller
 from bridge.ports import EventStore, LocalEventStore, LocalLease, UpstreamLease
 from bridge.rest import ChatwootREST
 from bridge.server import LocalServer
+from bridge.static import StaticFiles
 from bridge.status import StatusBoard, UpstreamHealth
 from bridge.sync import Syncer, remember
 from bridge.systemd import Notifier
@@ -111,6 +112,7 @@ class Bridge:
             allowed_origins=cfg.auth.allowed_origins,
             clock=clock,
         )
+        self.server.routes.extend(StaticFiles().routes())
         if "webhook" in cfg.sources:
             receiver = WebhookReceiver(
                 cfg.webhook,

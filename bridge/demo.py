@@ -51,6 +51,8 @@ async def demo(opts: DemoOptions, stop: asyncio.Event, out: TextIO) -> int:
                 "CHATWOOT_URL": sim_url,
                 "CHATWOOT_API_TOKEN": sim_cfg.api_token,
                 "BRIDGE_LISTEN": f"{opts.bridge_host}:{opts.bridge_port}",
+                # The simulated agent is nobody: heartbeats keep presence dots on the page.
+                "BRIDGE_PRESENCE": "on",
             }
         )
         bridge = Bridge(cfg)
@@ -60,7 +62,8 @@ async def demo(opts: DemoOptions, stop: asyncio.Event, out: TextIO) -> int:
         out.write(
             "chatwoot-bridge demo: the bridge on the bundled Chatwoot simulator\n"
             f"  simulator (Chatwoot):  {sim_url}   (token {sim_cfg.api_token})\n"
-            f"  bridge socket:         {ws_url}/ws?events=message.*\n"
+            f"  live page:             {bridge_url}/   <- open this in a browser\n"
+            f"  bridge socket:         {ws_url}/ws?events=message.*   (SSE: {bridge_url}/events)\n"
             f"  health / metrics:      {bridge_url}/readyz   {bridge_url}/metrics\n"
             f"  in another terminal:   chatwoot-bridge tail --url {bridge_url}\n"
             "Live events follow (Ctrl-C to stop):\n"

@@ -190,6 +190,8 @@ class World(Store):
         conv = self.conversation(account_id, display_id)
         if sender is None and message_type is MessageType.INCOMING:
             sender = self.contact(conv.contact_id)
+        if isinstance(sender, Contact):
+            self._contact_present(sender, t)
         msg = Message(
             id=len(self.messages) + 1,  # one global sequence across accounts
             account_id=account_id,

@@ -232,6 +232,10 @@ class Store:
 
     # Private methods
 
+    def _contact_present(self, contact: Contact, now: float) -> None:
+        """A contact who writes or types has the widget open, so its socket is subscribed."""
+        self._presence[contact.account_id, "Contact", contact.id] = now
+
     def _tick(self, now: float) -> float:
         # Strictly increasing timestamps keep created_at order equal to id order and make every
         # updated_at bump visible, even when the caller's clock stands still.

@@ -51,7 +51,9 @@ class Rig:
         )
 
     async def open(self, query: str = "", **headers: str) -> SseStream:
-        response = await self.client.get("/events" + (f"?{query}" if query else ""), headers=headers)
+        response = await self.client.get(
+            "/events" + (f"?{query}" if query else ""), headers=headers
+        )
         assert response.status == 200, await response.text()
         assert response.headers["Content-Type"] == "text/event-stream"
         return SseStream(response)

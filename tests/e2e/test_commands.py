@@ -44,9 +44,7 @@ def message_ids(simulator: RunningSim, account_id: int, conversation_id: int) ->
 
 def contents(simulator: RunningSim, account_id: int, conversation_id: int) -> list[str | None]:
     world = simulator.sim.world
-    return [
-        world.messages[i].content for i in message_ids(simulator, account_id, conversation_id)
-    ]
+    return [world.messages[i].content for i in message_ids(simulator, account_id, conversation_id)]
 
 
 def counter(bridge: Any, metric: str, **labels: str) -> float:

@@ -68,7 +68,13 @@ def test_history_is_served_only_from_a_verified_range():
     assert cache.messages(1, 1, now=0) is None  # cable-fed only: a message may be missing
     cache.mark_verified(1, 1, 11, 30, now=0)
     assert [m["id"] for m in cache.messages(1, 1, now=0, limit=5)] == [26, 27, 28, 29, 30]
-    assert [m["id"] for m in cache.messages(1, 1, now=0, before=25, limit=5)] == [20, 21, 22, 23, 24]
+    assert [m["id"] for m in cache.messages(1, 1, now=0, before=25, limit=5)] == [
+        20,
+        21,
+        22,
+        23,
+        24,
+    ]
     assert cache.messages(1, 1, now=0, before=15, limit=10) is None  # 1..10 not vouched for
     cache.record(1, 1, msg(31), now=0)
     assert cache.messages(1, 1, now=0) is None  # 31 came unverified
