@@ -17,9 +17,7 @@ export type ErrorCode =
   | "upstream_error"
   | "timeout"
   | "disconnected"
-  | "closed"
-  | "origin not allowed"
-  | "bad request";
+  | "closed";
 
 export declare class BridgeError extends Error {
   readonly code: ErrorCode;

@@ -31,8 +31,8 @@ export function backoffDelay(attempt, { initial = 500, max = 30000 } = {}, rando
 
 // Close codes after which reconnecting with the same credentials cannot help.
 const FATAL = new Map([
-  [1008, "origin not allowed"],
-  [4000, "bad request"],
+  [1008, "forbidden"], // origin not allowed
+  [4000, "bad_request"],
   [4003, "forbidden"],
 ]);
 
@@ -64,6 +64,7 @@ export class BridgeClient {
     this._attempt = 0;
     this._ws = null;
     this._stopped = false;
+    this._explained = false;
     this._retryTimer = null;
     this._pingTimer = null;
     this._pongTimer = null;
@@ -232,7 +233,9 @@ export class BridgeClient {
         if (frame.ref !== null && frame.ref !== undefined && this._pending.has(frame.ref)) {
           this._settle(frame.ref, error);
         } else {
+          // Unsolicited: the bridge explains why it is about to close (4001, 4003, ...).
           this.lastError = error;
+          this._explained = true;
           this._emit("error", error);
         }
         break;
@@ -292,10 +295,14 @@ export class BridgeClient {
     this._stopPing();
     this._failPending("disconnected", "the connection to the bridge closed");
     if (this._stopped) return;
+    const explained = this._explained;
+    this._explained = false;
     if (FATAL.has(code)) {
-      this.lastError = new BridgeError(FATAL.get(code), reason || FATAL.get(code));
       this._stopped = true;
-      this._emit("error", this.lastError);
+      if (!explained) {
+        this.lastError = new BridgeError(FATAL.get(code), reason || `closed with ${code}`);
+        this._emit("error", this.lastError);
+      }
       this._emitState();
       return;
     }

@@ -53,8 +53,14 @@ async def browser() -> AsyncIterator[Any]:
     async with async_playwright() as pw:
         chromium = await pw.chromium.launch(
             executable_path=chromium_path(),
-            # root in a container: Chromium's sandbox needs user namespaces
-            args=["--no-sandbox", "--disable-dev-shm-usage"],
+            args=[
+                # root in a container: Chromium's sandbox needs user namespaces
+                "--no-sandbox",
+                "--disable-dev-shm-usage",
+                # Playwright's WebSocket routing (the tests' cut switch) trips Chromium's
+                # local-network checks on loopback; real pages never go through it.
+                "--disable-features=LocalNetworkAccessChecks",
+            ],
         )
         try:
             yield chromium
