@@ -152,7 +152,7 @@ class Bridge:
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             if runner.server is not None:
-                self.server.guard_handshakes(runner.server)
+                self.server.watch_connections(runner.server)
             site = web.TCPSite(runner, cfg.server.host, cfg.server.port, reuse_address=True)
             await site.start()
             self.url = _site_url(runner, cfg.server.host)

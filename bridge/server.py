@@ -143,6 +143,7 @@ class LocalServer:
         self._no_clients = asyncio.Event()
         self._no_clients.set()
         self._handshaken: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        self._streams: dict[asyncio.BaseTransport | None, SseClient] = {}
         status.subscribe(self._on_status)
         metrics.client_buffered_bytes.set_function(self.buffered_bytes)
 
@@ -158,18 +159,26 @@ class LocalServer:
             app.router.add_route(method, path, handler)
         return app
 
-    def guard_handshakes(self, server: web.Server) -> None:
-        """Cut connections whose first request does not arrive within the handshake timeout
-        (slow-loris): aiohttp has no header timeout, so its connection hook gets one."""
+    def watch_connections(self, server: web.Server) -> None:
+        """Hook aiohttp's connection events: cut connections whose first request does not
+        arrive within the handshake timeout (slow-loris: aiohttp has no header timeout), and
+        end an SSE stream as soon as its client goes (aiohttp does not tell the handler)."""
         loop = asyncio.get_running_loop()
         timeout = self.limits.handshake_timeout
-        original = server.connection_made
+        made, lost = server.connection_made, server.connection_lost
 
         def connection_made(handler: Any, transport: asyncio.Transport) -> None:
-            original(handler, transport)
+            made(handler, transport)
             loop.call_later(timeout, self._check_handshake, transport)
 
+        def connection_lost(handler: Any, exc: BaseException | None) -> None:
+            lost(handler, exc)
+            stream = self._streams.get(handler.transport)
+            if stream is not None:
+                stream.close(1006, "connection lost")
+
         server.connection_made = connection_made  # type: ignore[method-assign]
+        server.connection_lost = connection_lost  # type: ignore[method-assign,assignment]
 
     def close_clients(self, code: int = GOING_AWAY, reason: str = "shutting down") -> None:
         """Ask every client to close (first step of shutdown)."""
@@ -365,12 +374,15 @@ class LocalServer:
         session = SseSession(
             client, self.store, self._welcome(identity), keepalive=self.limits.sse_keepalive
         )
+        self._streams[transport] = client
         with self._connected(client, "sse", address, flt, resume=resume):
             try:
                 with self.hub.subscription(client):
                     await session.run(resume)
             except* ConnectionError:
                 client.close(1006, "connection lost")
+            finally:
+                del self._streams[transport]
         if client.close_code == 4029 and not transport.is_closing():
             transport.abort()
         return response

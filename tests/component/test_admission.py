@@ -71,7 +71,7 @@ async def make_rig(aiohttp_server, aiohttp_client, metrics, **limits) -> Rig:
     http = await aiohttp_server(server.build_app(), access_log=None)
     assert http.runner is not None
     assert http.runner.server is not None
-    server.guard_handshakes(http.runner.server)
+    server.watch_connections(http.runner.server)
     client = await aiohttp_client(http)
     return Rig(client, server, pipeline, metrics, http)
 

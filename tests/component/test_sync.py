@@ -311,3 +311,25 @@ async def test_a_settling_difference_is_reported_even_if_nothing_else_happens(ri
     await rig.syncer.sync_account(1, since, base + 0.7)  # same snapshot, settle is over
     [changed] = rig.published("conversation.status_changed")
     assert changed.data["status"] == "snoozed"
+
+
+async def test_a_pass_vouches_for_history_pages(rig: Rig):
+    """After a pass read a conversation's messages, history pages come from the cache, with
+    every message REST listed, including ones the cable never brought."""
+    assert rig.cache.messages(1, 1, time.time()) is None
+    since = time.time() - 0.5
+    lost = [world_message(rig, 1, f"lost {i}")[0] for i in range(3)]
+    await rig.syncer.sync_account(1, since, time.time() + 1)
+    truth = list(rig.sim.world.conversation(1, 1).message_ids)
+    page = rig.cache.messages(1, 1, time.time())
+    assert page is not None
+    assert [m["id"] for m in page] == truth[-20:]
+    assert set(lost) <= {m["id"] for m in page}
+    # Messages Chatwoot has but nobody told the bridge about are not in a page until the
+    # next pass (or event) brings them; clients get them as events meanwhile.
+    lost2 = [world_message(rig, 1, f"later {i}")[0] for i in range(2)]
+    assert rig.cache.messages(1, 1, time.time()) == page
+    await rig.syncer.sync_account(1, since, time.time() + 1)
+    newer = rig.cache.messages(1, 1, time.time())
+    assert newer is not None
+    assert [m["id"] for m in newer][-2:] == lost2

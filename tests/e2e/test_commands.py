@@ -162,11 +162,13 @@ async def test_scopes_bound_history_and_commands(simulator: RunningSim):
     env = clients_env(
         {"name": "reader", "accounts": [1], "commands": ["history"]},
         {"name": "api-desk", "accounts": [1], "inboxes": [1], "commands": ["history", "typing"]},
+        {"name": "one-chat", "conversations": ["1:2"], "commands": ["history"]},
     )
     async with (
         running_bridge({**simulator.bridge_env(), **env}) as (_, url),
         LocalClient.connect(url, "token=reader-token") as reader,
         LocalClient.connect(url, "token=api-desk-token") as desk,
+        LocalClient.connect(url, "token=one-chat-token") as one,
     ):
         assert reader.welcome is not None
         assert reader.welcome["accounts"] == [1]
@@ -185,6 +187,12 @@ async def test_scopes_bound_history_and_commands(simulator: RunningSim):
             hidden = await ask(desk, kind, account_id=1, conversation_id=other_inbox)
             assert (hidden["type"], hidden["code"]) == ("error", "forbidden"), hidden
         assert "no" not in contents(simulator, 1, 1)
+
+        only = await ask(one, "conversations", account_id=1, status="all")
+        assert [c["id"] for c in only["data"]["conversations"]] == [2]
+        assert (await ask(one, "messages", account_id=1, conversation_id=2))["type"] == "result"
+        other = await ask(one, "messages", account_id=1, conversation_id=3)
+        assert (other["type"], other["code"]) == ("error", "forbidden")
 
 
 async def test_chatwoot_errors_and_limits_become_clear_error_frames(simulator: RunningSim):

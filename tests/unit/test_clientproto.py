@@ -120,6 +120,53 @@ def test_bad_frames(text, code):
     assert info.value.code == code
 
 
+def test_request_frames():
+    """History and command frames parse into one Request shape with defaults."""
+    assert cp.parse_frame('{"type":"conversations","ref":1,"account_id":2}') == cp.Request(
+        "conversations", 1, 2, status="open", page=1
+    )
+    messages = cp.parse_frame(
+        '{"type":"messages","ref":"m","account_id":1,"conversation_id":42,"before":900}'
+    )
+    assert (messages.kind, messages.conversation_id, messages.before) == ("messages", 42, 900)
+    send = cp.parse_frame(
+        '{"type":"send","ref":"s","account_id":1,"conversation_id":4,"content":"hi","echo_id":"e"}'
+    )
+    assert (send.content, send.echo_id, send.private) == ("hi", "e", False)
+    typing = cp.parse_frame('{"type":"typing","account_id":1,"conversation_id":4,"on":false}')
+    assert typing.on is False
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        ({"type": "conversations"}, "account_id: a positive integer is required"),
+        ({"type": "conversations", "account_id": True}, "account_id: a positive integer"),
+        ({"type": "conversations", "account_id": 1, "status": "x"}, "status: one of"),
+        ({"type": "conversations", "account_id": 1, "page": 0}, "page: a positive integer"),
+        ({"type": "messages", "account_id": 1}, "conversation_id: a positive integer"),
+        ({"type": "messages", "account_id": 1, "conversation_id": 2, "before": "9"}, "before"),
+        ({"type": "send", "account_id": 1, "conversation_id": 2}, "content: 1 to 20000"),
+        ({"type": "send", "account_id": 1, "conversation_id": 2, "content": "  "}, "content"),
+        (
+            {"type": "send", "account_id": 1, "conversation_id": 2, "content": "x" * 20_001},
+            "content",
+        ),
+        (
+            {"type": "send", "account_id": 1, "conversation_id": 2, "content": "x", "echo_id": 5},
+            "echo_id",
+        ),
+        ({"type": "typing", "account_id": 1, "conversation_id": 2, "on": "yes"}, "on: must be"),
+    ],
+)
+def test_bad_request_frames_say_which_field(frame, message):
+    """A bad request is bad_request naming the field, with the request's ref."""
+    with pytest.raises(cp.ClientError) as info:
+        cp.parse_frame(json.dumps({"ref": "r", **frame}))
+    assert (info.value.code, info.value.ref) == ("bad_request", "r")
+    assert message in info.value.message
+
+
 def test_error_keeps_ref_of_subscribe():
     """An error answering a subscribe names its ref."""
     with pytest.raises(cp.ClientError) as info:

@@ -123,6 +123,21 @@ def test_normaliser_never_raises_and_never_leaks(payload):
                 "events": json_values,
             },
         ).map(json.dumps),
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(["conversations", "messages", "send", "typing", "read"])},
+            optional={
+                "ref": json_values,
+                "account_id": st.one_of(json_values, st.integers()),
+                "conversation_id": st.one_of(json_values, st.integers()),
+                "before": st.one_of(json_values, st.integers()),
+                "page": st.one_of(json_values, st.integers()),
+                "status": st.one_of(json_values, st.sampled_from(["open", "all", "x"])),
+                "content": st.one_of(json_values, st.text(max_size=50)),
+                "echo_id": json_values,
+                "private": json_values,
+                "on": json_values,
+            },
+        ).map(json.dumps),
     )
 )
 def test_client_frame_parser_only_raises_client_errors(text):
@@ -133,4 +148,7 @@ def test_client_frame_parser_only_raises_client_errors(text):
         assert exc.code in {"bad_request", "unsupported"}
         cp.error_frame(exc.code, exc.message, exc.ref)
     else:
-        assert isinstance(frame, cp.Ping | cp.Subscribe)
+        assert isinstance(frame, cp.Ping | cp.Subscribe | cp.Request)
+        if isinstance(frame, cp.Request):
+            assert frame.account_id > 0
+            assert frame.kind == "conversations" or (frame.conversation_id or 0) > 0

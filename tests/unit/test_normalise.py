@@ -168,6 +168,10 @@ def test_wrong_types_inside_data_do_not_crash():
         (float("nan"), None),
         (float("inf"), None),
         ([], None),
+        # found by the fuzzer: a year-10000 value made format_time raise
+        (253402300800, None),
+        ("10000-01-01T00:00:00Z", None),
+        ("1999-12-31T23:59:59Z", None),
     ],
 )
 def test_parse_time_handles_every_chatwoot_spelling(value, expected):
