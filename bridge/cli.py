@@ -63,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=None)
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.add_argument("--log-level", choices=config.LOG_LEVELS, default="warning")
+    demo.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="do not open the live page (it opens only where there is a graphical display)",
+    )
 
     token = sub.add_parser(
         "token", help="make a static client token and its [[bridge.clients]] entry"
@@ -236,8 +241,16 @@ def _cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         rate=args.rate,
         seed=args.seed,
         duration=args.duration,
+        open_browser=not args.no_browser and has_display(env),
     )
     return run_async(lambda stop: demo(opts, stop, sys.stdout))
+
+
+def has_display(env: Mapping[str, str]) -> bool:
+    """A graphical session to open a browser in (never a text browser in this terminal)."""
+    return sys.platform in ("darwin", "win32") or bool(
+        env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")
+    )
 
 
 def _cmd_tail(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import webbrowser
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -29,6 +30,8 @@ class DemoOptions:
     seed: int | None = None
     # Stop by itself after this many seconds (None: until Ctrl-C).
     duration: float | None = None
+    # Open the live page in the desktop's browser.
+    open_browser: bool = False
 
 
 async def demo(opts: DemoOptions, stop: asyncio.Event, out: TextIO) -> int:
@@ -69,6 +72,8 @@ async def demo(opts: DemoOptions, stop: asyncio.Event, out: TextIO) -> int:
             "Live events follow (Ctrl-C to stop):\n"
         )
         out.flush()
+        if opts.open_browser:
+            webbrowser.open(bridge_url + "/")
         printer = tg.create_task(tail(TailOptions(url=bridge_url), out), name="tail")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(opts.duration):

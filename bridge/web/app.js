@@ -93,7 +93,6 @@ bridge.on("message.created", ({ account_id: account, conversation_id: cid, data 
   if (!data.private && data.message_type !== 2) conv.messages = [data];
   conv.last_activity_at = Math.max(conv.last_activity_at ?? 0, data.created_at ?? 0);
   const incoming = data.message_type === 0;
-  if (incoming && data.sender?.id) state.online.add(key(account, data.sender.id));
   if (k === state.open) {
     addMessage(data);
     if (incoming) clearTyping(k);

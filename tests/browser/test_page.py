@@ -98,6 +98,36 @@ async def test_typing_indicator_shows_and_expires_after_30_seconds(
         await expect(typing).to_be_hidden()
 
 
+async def test_presence_dots_follow_presence_updates(page: Any, simulator: RunningSim):
+    """Contacts Chatwoot reports online get a green dot in the list and the thread; the
+    others do not."""
+    sim = simulator.sim
+    world = sim.world
+    async with running_bridge(simulator.bridge_env(**FAST_FALLBACK)) as (_, url):
+        await open_page(page, url)
+        await conversation(page, 1, 1).click()
+        online = page.locator("[data-testid=conversation] .presence.online")
+        await expect(online).to_have_count(0)  # no presence.update since the page opened
+        # The contact writes (its widget is open), then Chatwoot sends presence.update: here
+        # on the bridge's next subscribe, as after any reconnect.
+        sim.create_message(1, 1, content="I am here", message_type="incoming")
+        sim.drop_connections()
+        dot = conversation(page, 1, 1).locator(".presence")
+        await expect(dot).to_have_class(re.compile("online"), timeout=10_000)
+        await expect(page.locator("#thread-sub")).to_have_text(re.compile("^online"))
+        now = sim.clock()
+        for conv in world.conversations_in(1):
+            if await conversation(page, 1, conv.display_id).count() == 0:
+                continue  # not in the open list
+            expected = world.is_online(1, "Contact", conv.contact_id, now)
+            classes = (
+                await conversation(page, 1, conv.display_id)
+                .locator(".presence")
+                .get_attribute("class")
+            )
+            assert ("online" in (classes or "")) == expected, conv.display_id
+
+
 async def test_cutting_the_upstream_shows_polling_and_messages_keep_arriving(
     page: Any, simulator: RunningSim
 ):
