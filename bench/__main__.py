@@ -1,6 +1,7 @@
 """``python -m bench`` (``make bench``): run the benchmarks, print tables, write JSON.
 
     python -m bench gapfill [--clients 100] [--rate 2] [--seconds 30]
+    python -m bench upstream [--events 60000]
     python -m bench            # every benchmark
 
 Loopback only; each scenario is bounded in time.
@@ -13,12 +14,15 @@ import asyncio
 import logging
 import sys
 
-from bench import common, gapfill
+from bench import common, gapfill, upstream_path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("which", nargs="*", default=["gapfill"], choices=["gapfill"])
+    parser.add_argument(
+        "which", nargs="*", default=["upstream", "gapfill"], choices=["upstream", "gapfill"]
+    )
+    parser.add_argument("--events", type=int, default=60_000, help="upstream path: events")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--rate", type=float, default=2.0, help="messages per second")
     parser.add_argument("--seconds", type=float, default=30.0, help="traffic per scenario")
@@ -26,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     results = {"machine": common.machine()}
+    if "upstream" in args.which:
+        out = asyncio.run(upstream_path.run(args.events))
+        print(common.table("upstream path on one core", out["rows"]))
+        results["upstream"] = out
     if "gapfill" in args.which:
         out = asyncio.run(
             gapfill.run(clients=args.clients, rate=args.rate, seconds=args.seconds, seed=args.seed)

@@ -8,6 +8,7 @@ repeat it. Pure: no I/O, no clock.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NewType
@@ -63,11 +64,24 @@ def format_time(ts: float) -> str:
 
     One fixed width, so clients can compare the strings as well as parse them.
     """
-    try:
-        moment = datetime.fromtimestamp(ts, UTC)
-    except (OverflowError, OSError, ValueError):
-        moment = datetime.fromtimestamp(0, UTC)  # never reached with parsed times; never raise
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    second = math.floor(ts) if math.isfinite(ts) else 0
+    prefix = _SECONDS.get(second)
+    if prefix is None:
+        try:
+            moment = datetime.fromtimestamp(second, UTC)
+        except (OverflowError, OSError, ValueError):
+            moment = datetime.fromtimestamp(0, UTC)  # never reached with parsed times
+        if len(_SECONDS) >= 64:
+            _SECONDS.clear()  # bounded: events cluster around "now"
+        prefix = _SECONDS[second] = moment.strftime("%Y-%m-%dT%H:%M:%S.")
+    # microseconds as datetime rounds them, then truncated to milliseconds
+    millis = min(999, max(0, round((ts - second) * 1e6) // 1000)) if math.isfinite(ts) else 0
+    return f"{prefix}{millis:03d}Z"
+
+
+# Formatted seconds, reused: most events of a second share them (the hot path formats two
+# times per event).
+_SECONDS: dict[int, str] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +112,22 @@ class Event:
     version: float | None = None
     inbox_id: int | None = None
     known: bool = field(default=True, compare=False)
+
+    def without_data(self, data: dict[str, Any]) -> Event:
+        """The same event with other ``data`` (cheaper than ``dataclasses.replace``)."""
+        return Event(
+            self.name,
+            self.account_id,
+            self.conversation_id,
+            self.source,
+            self.occurred_at,
+            self.received_at,
+            data,
+            self.dedupe_key,
+            self.version,
+            self.inbox_id,
+            self.known,
+        )
 
     def to_wire(self, epoch: str, seq: int) -> dict[str, Any]:
         """The ``event`` frame of protocol.md §2."""

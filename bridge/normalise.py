@@ -94,7 +94,7 @@ def scrub(data: Mapping[str, Any]) -> dict[str, Any]:
     stack: list[tuple[Any, Any]] = [(data, root)]
     while stack:
         source, target = stack.pop()
-        if isinstance(source, Mapping):
+        if type(source) is dict or isinstance(source, Mapping):
             for key, value in source.items():
                 if key not in SECRET_KEYS:
                     target[key] = _shell(value, stack)
@@ -103,9 +103,15 @@ def scrub(data: Mapping[str, Any]) -> dict[str, Any]:
     return root
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _shell(value: object, stack: list[tuple[Any, Any]]) -> object:
     """An empty container to be filled later for containers, the value itself otherwise."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind in _SCALARS:  # the common case, without the slower ABC checks below
+        return value
+    if kind is dict or isinstance(value, Mapping):
         copy: dict[str, Any] = {}
         stack.append((value, copy))
         return copy

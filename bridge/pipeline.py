@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Container
-from dataclasses import replace
+from typing import Any
 
 import structlog
 
@@ -56,6 +56,16 @@ class Pipeline:
         self.cable_listeners: list[Callable[[CableState, str], None]] = []
         # Told of every published entry (message cache, conversation tracker).
         self.observers: list[Callable[[Entry], None]] = []
+        # Labelled metric children, looked up once (``labels()`` costs microseconds per
+        # call); label values are bounded (sources, known event names), so is this.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     # UpstreamListener
 
@@ -85,7 +95,7 @@ class Pipeline:
         """Publish ``event`` unless it duplicates or is older than what clients have."""
         metrics = self.metrics
         label = event_label(event.name)
-        metrics.events_received.labels(source=event.source, event=label).inc()
+        self._child(metrics.events_received, event.source, label).inc()
         # Per-event lines only at debug level; the check keeps the hot path cheap.
         debug = _ROOT.isEnabledFor(logging.DEBUG)
         if debug:
@@ -100,7 +110,7 @@ class Pipeline:
             log.info("event.unknown", event_name=event.name[:100], account_id=event.account_id)
         result = await self.store.append(event)
         if isinstance(result, Duplicate):
-            metrics.events_deduplicated.labels(source=event.source).inc()
+            self._child(metrics.events_deduplicated, event.source).inc()
             if result.first_source:
                 metrics.source_lead.labels(first=result.first_source, later=event.source).observe(
                     max(0.0, event.received_at - result.first_received_at)
@@ -112,12 +122,13 @@ class Pipeline:
             return None
         delivered = self.hub.publish(result)
         now = self.clock()
-        metrics.events_published.labels(event=label).inc()
-        metrics.events_first.labels(source=event.source).inc()
+        self._child(metrics.events_published, label).inc()
+        self._child(metrics.events_first, event.source).inc()
         metrics.deliveries.inc(delivered)
         metrics.fanout_latency.observe(max(0.0, now - event.received_at))
         if event.occurred_at is not None:
-            metrics.event_lag.labels(source=event.source).observe(max(0.0, now - event.occurred_at))
+            lag = self._child(metrics.event_lag, event.source)
+            lag.observe(max(0.0, now - event.occurred_at))
         metrics.last_event.set(now)
         metrics.eventlog_seq.set(result.seq)
         if debug:
@@ -129,5 +140,5 @@ class Pipeline:
         # Fan-out is done: the replay buffer needs only the text and the event's routing
         # fields, not the payload a second time nor the prepared frame (memory bound).
         result.cache.clear()
-        result.event = replace(event, data=_EMPTY)
+        result.event = event.without_data(_EMPTY)
         return result
