@@ -59,7 +59,7 @@ test: install system-packages lint typecheck
 
 # Benchmarks (loopback only, a few minutes): tables on stdout, JSON in bench/results/.
 bench: install
-	PYTHONASYNCIODEBUG=0 $(BIN)/python -m bench
+	env -u PYTHONASYNCIODEBUG $(BIN)/python -m bench
 
 cov: install system-packages
 	$(BIN)/pytest -q --cov=bridge --cov-report=term-missing

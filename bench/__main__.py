@@ -2,6 +2,7 @@
 
     python -m bench gapfill [--clients 100] [--rate 2] [--seconds 30]
     python -m bench upstream [--events 60000]
+    python -m bench idle [--levels 1000,5000,10000]
     python -m bench            # every benchmark
 
 Loopback only; each scenario is bounded in time.
@@ -14,14 +15,18 @@ import asyncio
 import logging
 import sys
 
-from bench import common, gapfill, upstream_path
+from bench import common, gapfill, idle, upstream_path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "which", nargs="*", default=["upstream", "gapfill"], choices=["upstream", "gapfill"]
+        "which",
+        nargs="*",
+        default=["upstream", "idle", "gapfill"],
+        choices=["upstream", "idle", "gapfill"],
     )
+    parser.add_argument("--levels", default="1000,5000,10000", help="idle: client counts")
     parser.add_argument("--events", type=int, default=60_000, help="upstream path: events")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--rate", type=float, default=2.0, help="messages per second")
@@ -34,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         out = asyncio.run(upstream_path.run(args.events))
         print(common.table("upstream path on one core", out["rows"]))
         results["upstream"] = out
+    if "idle" in args.which:
+        levels = tuple(int(n) for n in args.levels.split(","))
+        out = asyncio.run(idle.run(levels))
+        print(common.table("idle clients: memory and connection setup", out["rows"]))
+        results["idle"] = out
     if "gapfill" in args.which:
         out = asyncio.run(
             gapfill.run(clients=args.clients, rate=args.rate, seconds=args.seconds, seed=args.seed)

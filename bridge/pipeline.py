@@ -56,6 +56,10 @@ class Pipeline:
         self.cable_listeners: list[Callable[[CableState, str], None]] = []
         # Told of every published entry (message cache, conversation tracker).
         self.observers: list[Callable[[Entry], None]] = []
+        # Read at scrape time rather than set per event (each set takes a lock).
+        self.last_event_at = 0.0
+        metrics.last_event.set_function(lambda: self.last_event_at)
+        metrics.eventlog_seq.set_function(lambda: store.last_seq)
         # Labelled metric children, looked up once (``labels()`` costs microseconds per
         # call); label values are bounded (sources, known event names), so is this.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -129,8 +133,7 @@ class Pipeline:
         if event.occurred_at is not None:
             lag = self._child(metrics.event_lag, event.source)
             lag.observe(max(0.0, now - event.occurred_at))
-        metrics.last_event.set(now)
-        metrics.eventlog_seq.set(result.seq)
+        self.last_event_at = now
         if debug:
             log.debug(
                 "event.published", event_name=event.name[:100], seq=result.seq, deliveries=delivered
