@@ -61,6 +61,21 @@ def entry_frame(entry: Entry) -> bytes:
 class WsClient:
     """One ``/ws`` connection, as a :class:`bridge.hub.Subscriber`."""
 
+    # Slots: one of these per connected client (memory per idle client, docs/benchmarks.md).
+    __slots__ = (
+        "_held",
+        "_last_seq",
+        "buffer_limit",
+        "close_code",
+        "close_reason",
+        "closing",
+        "filter",
+        "identity",
+        "on_close",
+        "transport",
+        "ws",
+    )
+
     def __init__(
         self,
         ws: web.WebSocketResponse,
@@ -76,7 +91,10 @@ class WsClient:
         self.buffer_limit = buffer_limit
         self.close_code: int | None = None
         self.close_reason = ""
-        self.closing = asyncio.Event()
+        # A close was asked for; ``on_close`` starts it (a plain flag and a callback, not an
+        # Event and a waiting task: thousands of idle clients each pay for what they hold).
+        self.closing = False
+        self.on_close: Callable[[], None] | None = None
         # Frames published while the welcome and replay are written; None once live.
         self._held: deque[Entry | str] | None = deque()
         self._last_seq = 0
@@ -84,7 +102,7 @@ class WsClient:
     # Subscriber
 
     def deliver(self, entry: Entry) -> bool:
-        if self.closing.is_set():
+        if self.closing:
             return True
         if self._held is not None:
             self._held.append(entry)
@@ -92,7 +110,7 @@ class WsClient:
         return self._write(entry_frame(entry))
 
     def send_control(self, text: str) -> bool:
-        if self.closing.is_set():
+        if self.closing:
             return True
         if self._held is not None:
             self._held.append(text)
@@ -100,10 +118,12 @@ class WsClient:
         return self._write(frame_bytes(text))
 
     def close(self, code: int, reason: str) -> None:
-        if not self.closing.is_set():
+        if not self.closing:
             self.close_code = code
             self.close_reason = reason
-            self.closing.set()
+            self.closing = True
+            if self.on_close is not None:
+                self.on_close()
 
     # Public methods
 
@@ -140,7 +160,7 @@ class WsClient:
         """Flush what was held during replay, then switch to direct writes."""
         while self._held:
             item = self._held.popleft()
-            if self.closing.is_set():
+            if self.closing:
                 break
             if isinstance(item, str):
                 await self.ws.send_str(item)
@@ -175,6 +195,22 @@ class Session:
         clock: monotonic clock for the limits.
     """
 
+    __slots__ = (
+        "_closer_started",
+        "_in_flight",
+        "_tg",
+        "client",
+        "clock",
+        "commands",
+        "frames",
+        "metrics",
+        "requests",
+        "store",
+        "subscribes",
+        "wall_clock",
+        "welcome",
+    )
+
     def __init__(
         self,
         client: WsClient,
@@ -202,6 +238,8 @@ class Session:
         self.requests = TokenBucket(commands_per_minute / 60, 20, now)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._tg: asyncio.TaskGroup | None = None
+        self._closer_started = False
+        client.on_close = self._spawn_closer
 
     async def run(self, resume: cp.Resume | None) -> None:
         """Welcome (and replay), then read frames until the connection ends."""
@@ -209,7 +247,8 @@ class Session:
         await self.start(resume)
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
-            tg.create_task(self._closer())
+            if client.closing:
+                self._spawn_closer()
             expiry = None
             if client.identity.expires_at is not None:
                 expiry = tg.create_task(self._expire(client.identity.expires_at))
@@ -217,6 +256,7 @@ class Session:
             client.close(client.close_code or 1000, client.close_reason)
             if expiry is not None:
                 expiry.cancel()
+        self._tg = None  # finished: nothing more may be started in it
 
     async def start(self, resume: cp.Resume | None) -> None:
         """Welcome, then replay or reset, then live; nothing is lost or doubled between."""
@@ -259,7 +299,7 @@ class Session:
             elif msg.type is WSMsgType.ERROR:
                 self._protocol_error(msg.data)
                 break
-            if client.closing.is_set():
+            if client.closing:
                 break
         # A missed pong while no receive() was waiting ends the loop quietly.
         if isinstance(client.ws.exception(), asyncio.TimeoutError):
@@ -362,10 +402,15 @@ class Session:
         self._send_error(cp.ClientError("unauthorized", "token expired"))
         self.client.close(UNAUTHORIZED, "token expired")
 
-    async def _closer(self) -> None:
-        """Wait for a close request (slow consumer, shutdown, reader end) and close."""
+    def _spawn_closer(self) -> None:
+        """A close was asked for (slow consumer, shutdown, reader end): run it in the
+        session's task group (once it exists; ``run`` catches up on one asked before)."""
+        if self._tg is not None and not self._closer_started:
+            self._closer_started = True
+            self._tg.create_task(self._close())
+
+    async def _close(self) -> None:
         client = self.client
-        await client.closing.wait()
         if client.ws.closed:
             return
         try:
