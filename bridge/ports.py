@@ -13,6 +13,7 @@ Both are async so that a networked implementation fits without changing callers.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from bridge.eventlog import AppendResult, Gap, MemoryEventLog
@@ -43,6 +44,19 @@ class EventStore(Protocol):
     async def seen(self, dedupe_key: str) -> bool:
         """Whether a fact with this dedupe key was published (REST asks before paging)."""
         ...
+
+
+async def missed(
+    store: EventStore, since: tuple[str, int] | None, matches: Callable[[Event], bool]
+) -> tuple[list[Entry], Gap | None]:
+    """What a resuming client missed that it may see (``since`` is its ``epoch, seq``), or
+    why it cannot resume; nothing for a fresh client."""
+    if since is None:
+        return [], None
+    found = await store.since(*since)
+    if isinstance(found, Gap):
+        return [], found
+    return [entry for entry in found if matches(entry.event)], None
 
 
 class LocalEventStore:

@@ -27,9 +27,8 @@ from aiohttp import web
 
 from bridge import clientproto as cp
 from bridge.auth import Access, Identity
-from bridge.eventlog import Gap
 from bridge.events import Entry
-from bridge.ports import EventStore
+from bridge.ports import EventStore, missed
 
 
 log = structlog.get_logger("bridge.sse")
@@ -132,14 +131,8 @@ class SseClient:
         self, store: EventStore, resume: cp.Resume | None, welcome: Callable[[int, int], str]
     ) -> None:
         """Welcome, then replay or reset, then live; nothing is lost or doubled between."""
-        replay: list[Entry] = []
-        gap: Gap | None = None
-        if resume is not None:
-            found = await store.since(resume.epoch, resume.seq)
-            if isinstance(found, Gap):
-                gap = found
-            else:
-                replay = [entry for entry in found if self.filter.matches(entry.event)]
+        since = None if resume is None else (resume.epoch, resume.seq)
+        replay, gap = await missed(store, since, self.filter.matches)
         head = store.last_seq
         self._last_seq = head
         position = f"{store.epoch}:{head}"

@@ -23,10 +23,9 @@ from websockets.frames import Frame, Opcode
 
 from bridge import clientproto as cp
 from bridge.auth import Access, Identity
-from bridge.eventlog import Gap
 from bridge.events import Entry
 from bridge.metrics import REQUEST_OUTCOMES, Metrics
-from bridge.ports import EventStore
+from bridge.ports import EventStore, missed
 from bridge.ratelimit import TokenBucket
 
 
@@ -261,14 +260,8 @@ class Session:
     async def start(self, resume: cp.Resume | None) -> None:
         """Welcome, then replay or reset, then live; nothing is lost or doubled between."""
         client, store = self.client, self.store
-        replay: list[Entry] = []
-        gap: Gap | None = None
-        if resume is not None:
-            found = await store.since(resume.epoch, resume.seq)
-            if isinstance(found, Gap):
-                gap = found
-            else:
-                replay = [entry for entry in found if client.filter.matches(entry.event)]
+        since = None if resume is None else (resume.epoch, resume.seq)
+        replay, gap = await missed(store, since, client.filter.matches)
         # Everything up to ``head`` is covered by the replay (or by nothing, for a new
         # client); the client was registered first, so what comes after is being held.
         head = store.last_seq

@@ -165,6 +165,7 @@ async def test_keepalive_comments(aiohttp_client, metrics):
             line = await stream.response.content.readline()
             if line.startswith(b":"):
                 stream.comments.append(line.decode())
+    assert stream.comments[-2:] == [": keep-alive\n", ": keep-alive\n"]
 
 
 async def test_credentials_and_scope(aiohttp_client, metrics):
