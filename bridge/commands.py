@@ -22,6 +22,7 @@ from bridge.auth import Identity
 from bridge.cache import MessageCache
 from bridge.errors import RestError, Unauthorized
 from bridge.normalise import as_id, conversation_from_rest, message_from_rest, scrub
+from bridge.sync import LATEST_PAGE, RestAPI
 from bridge.tracking import ConversationTracker
 
 
@@ -35,31 +36,14 @@ NEEDS = {
     "typing": "typing",
     "read": "conversations.read",
 }
-PAGE = 20
+PAGE = LATEST_PAGE  # Chatwoot's messages page
 
 
-class CommandAPI(Protocol):
-    """The REST calls commands make (``bridge.rest.ChatwootREST`` has them)."""
-
-    async def conversations(
-        self,
-        account_id: int,
-        *,
-        updated_within: int | None = None,
-        status: str = "all",
-        page: int | None = None,
-    ) -> list[dict[str, Any]]: ...
+class CommandAPI(RestAPI, Protocol):
+    """The REST calls commands make, beyond a pass's reads (``bridge.rest.ChatwootREST``
+    has them)."""
 
     async def conversation(self, account_id: int, conversation_id: int) -> dict[str, Any]: ...
-
-    async def messages(
-        self,
-        account_id: int,
-        conversation_id: int,
-        *,
-        after: int | None = None,
-        before: int | None = None,
-    ) -> list[dict[str, Any]]: ...
 
     async def create_message(
         self,
