@@ -1,9 +1,11 @@
 """``python -m bench`` (``make bench``): run the benchmarks, print tables, write JSON.
 
-    python -m bench gapfill [--clients 100] [--rate 2] [--seconds 30]
     python -m bench upstream [--events 60000]
+    python -m bench fanout [--levels 100,1000,5000] [--idle 10000]
+    python -m bench coalesce [--rates 1,5,20,50,200,400]
+    python -m bench gapfill [--clients 100] [--rate 2] [--seconds 30]
     python -m bench idle [--levels 1000,5000,10000]
-    python -m bench            # every benchmark
+    python -m bench            # upstream, fanout, coalesce, gapfill
 
 Loopback only; each scenario is bounded in time.
 """
@@ -15,7 +17,9 @@ import asyncio
 import logging
 import sys
 
-from bench import common, gapfill, idle, upstream_path
+import structlog
+
+from bench import common, fanout, gapfill, idle, polling, upstream_path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,10 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "which",
         nargs="*",
-        default=["upstream", "idle", "gapfill"],
-        choices=["upstream", "idle", "gapfill"],
+        default=["upstream", "fanout", "coalesce", "gapfill"],
+        choices=["upstream", "fanout", "coalesce", "gapfill", "idle"],
     )
-    parser.add_argument("--levels", default="1000,5000,10000", help="idle: client counts")
+    parser.add_argument("--levels", default=None, help="fanout, idle: client counts")
+    parser.add_argument("--idle", type=int, default=10_000, help="fanout: idle clients at the end")
+    parser.add_argument("--rates", default="1,5,20,50,200,400", help="coalesce: events/s")
     parser.add_argument("--events", type=int, default=60_000, help="upstream path: events")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--rate", type=float, default=2.0, help="messages per second")
@@ -34,13 +40,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     results = {"machine": common.machine()}
     if "upstream" in args.which:
         out = asyncio.run(upstream_path.run(args.events))
         print(common.table("upstream path on one core", out["rows"]))
         results["upstream"] = out
+    if "fanout" in args.which:
+        levels = tuple(int(n) for n in (args.levels or "100,1000,5000").split(","))
+        out = asyncio.run(fanout.run(levels, args.idle))
+        print(common.table("fan-out: the bridge against the reference relay", out["rows"]))
+        results["fanout"] = out
+    if "coalesce" in args.which:
+        rates = tuple(float(r) for r in args.rates.split(","))
+        ours = asyncio.run(fanout.by_rate(rates))
+        seed = asyncio.run(polling.run(rates))
+        rows = polling.compare_rows(ours, seed)
+        print(
+            common.table(
+                "server CPU per delivery: bridge (coalescing on/off) vs the seed's polling", rows
+            )
+        )
+        results["coalesce"] = {"rows": rows, "bridge": ours, "seed_polling": seed}
     if "idle" in args.which:
-        levels = tuple(int(n) for n in args.levels.split(","))
+        levels = tuple(int(n) for n in (args.levels or "1000,5000,10000").split(","))
         out = asyncio.run(idle.run(levels))
         print(common.table("idle clients: memory and connection setup", out["rows"]))
         results["idle"] = out

@@ -26,7 +26,7 @@ from bridge.commands import Commands
 from bridge.config import Config
 from bridge.errors import RestFatal, RestRetryable
 from bridge.eventlog import MemoryEventLog
-from bridge.hub import Hub, Subscriber
+from bridge.hub import Coalescing, Hub, Subscriber
 from bridge.logs import REDACTOR
 from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline
@@ -44,6 +44,17 @@ from bridge.webhooks import WebhookReceiver
 
 
 log = structlog.get_logger("bridge.app")
+
+
+class LoopScheduler:
+    """The hub's clock and timer: the running event loop's (looked up when used, so the
+    bridge may be built before its loop runs)."""
+
+    def time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def call_at(self, when: float, callback: Callable[[], object], /) -> object:
+        return asyncio.get_running_loop().call_at(when, callback)
 
 
 class Bridge:
@@ -87,7 +98,12 @@ class Bridge:
         self.lease = lease or LocalLease()
         self.status = StatusBoard(clock())
         self.health = UpstreamHealth(self.status, cfg.poller.max_retries)
-        self.hub = Hub(on_slow=self._on_slow)
+        window = cfg.limits.coalesce_max
+        self.hub = Hub(
+            on_slow=self._on_slow,
+            scheduler=LoopScheduler(),
+            coalescing=Coalescing(max_window=window, min_window=min(0.010, window)),
+        )
         self.pipeline = Pipeline(self.store, self.hub, self.metrics, clock=clock)
         self.cache = MessageCache(
             cfg.cache.max_messages, cfg.cache.ttl, on_lookup=self._on_cache_lookup

@@ -208,6 +208,8 @@ class LimitsConfig:
     ping_interval: float = 30.0
     # Seconds between SSE keep-alive comments (proxies cut silent streams).
     sse_keepalive: float = 15.0
+    # Longest wait for coalescing event frames under bursts, s; 0 switches it off.
+    coalesce_max: float = 0.050
     # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDRs).
     trusted_proxies: tuple[str, ...] = ()
 
@@ -313,6 +315,7 @@ KNOWN_VARIABLES = frozenset(
         "BRIDGE_COMMANDS_PER_MINUTE",
         "BRIDGE_CLIENT_PING_MS",
         "BRIDGE_SSE_KEEPALIVE_MS",
+        "BRIDGE_COALESCE_MAX_MS",
         "BRIDGE_SOURCES",
         "BRIDGE_WEBHOOK_SECRETS",
         "BRIDGE_WEBHOOK_ALLOW_UNSIGNED",
@@ -605,6 +608,9 @@ def load(
         ),
         sse_keepalive=r.get(
             "BRIDGE_SSE_KEEPALIVE_MS", _ms, 15.0, "must be a positive number of ms"
+        ),
+        coalesce_max=r.get(
+            "BRIDGE_COALESCE_MAX_MS", _ms_or_zero, 0.050, "must be a number of ms, 0 for off"
         ),
         trusted_proxies=r.get(
             "BRIDGE_TRUSTED_PROXIES", _networks, (), "must be a comma list of addresses or CIDRs"

@@ -5,12 +5,21 @@ entry) and offered to every subscriber whose filter matches. Offering never bloc
 a subscriber that cannot take more says so and is dropped as a slow consumer
 (centrifuge ``DisconnectSlow``, anycable's bounded send channel), so one slow client
 never delays the others. The hub knows nothing of aiohttp or upstream.
+
+Under bursts the hub *coalesces*: an entry published less than a window after the last
+fan-out waits for the window's end and goes out with the others that came meanwhile, as
+one :class:`Batch` (one socket write per client). The window adapts to the event rate:
+none at or below :attr:`Coalescing.above` events/s, then 0.1 ms per event/s between
+``min_window`` and ``max_window`` (10 to 50 ms). An entry arriving after a quiet window
+goes out at once, so a steady trickle is never delayed (centrifuge's write-delay batching,
+made adaptive).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from bridge.clientproto import ConversationRef
@@ -30,6 +39,69 @@ class Selector(Protocol):
         ...
 
 
+class Batch:
+    """Entries offered to a subscriber together (one write), with its encodings cached
+    per transport like :attr:`Entry.cache`; shared by the subscribers that get all of it."""
+
+    __slots__ = ("cache", "entries")
+
+    def __init__(self, entries: Sequence[Entry]) -> None:
+        self.entries = entries
+        self.cache: dict[str, bytes] = {}
+
+    def encoded(self, key: str, encode: Callable[[Entry], bytes]) -> bytes:
+        """The entries' encodings back to back (one write), built once per batch."""
+        data = self.cache.get(key)
+        if data is None:
+            entries = self.entries
+            if len(entries) == 1:
+                data = encode(entries[0])
+            else:
+                data = b"".join([encode(entry) for entry in entries])
+            self.cache[key] = data
+        return data
+
+
+class Scheduler(Protocol):
+    """The clock and timer the hub coalesces with (an asyncio loop is one)."""
+
+    def time(self) -> float:
+        """Monotonic seconds."""
+        ...
+
+    def call_at(self, when: float, callback: Callable[[], object], /) -> object:
+        """Run ``callback`` at ``when``."""
+        ...
+
+
+@dataclass
+class Coalescing:
+    """The adaptive window: how long entries may wait to go out together.
+
+    Args:
+        max_window: the longest wait (s); 0 turns coalescing off.
+        min_window: the wait once coalescing starts (s).
+        above: the event rate (per s) over which it starts.
+    """
+
+    max_window: float = 0.050
+    min_window: float = 0.010
+    above: float = 10.0
+    # Smoothed seconds between events (exponential moving average over ~10 events).
+    _gap: float = field(default=1.0, init=False)
+    _last: float | None = field(default=None, init=False)
+
+    def window(self, now: float) -> float:
+        """Note an event at ``now``; the window for the current rate (0: none)."""
+        if self._last is not None:
+            self._gap += 0.1 * (min(now - self._last, 1.0) - self._gap)
+        self._last = now
+        if self.max_window <= 0 or self._gap * self.above >= 1.0:
+            return 0.0
+        rate = 1.0 / max(self._gap, 1e-6)
+        return min(self.max_window, max(self.min_window, rate * 1e-4))
+
+
 class Subscriber(Protocol):
     """A local client as the hub sees it (anycable's ``HubSession``)."""
 
@@ -38,8 +110,8 @@ class Subscriber(Protocol):
         """What the client wants and may see; may change during its life."""
         ...
 
-    def deliver(self, entry: Entry) -> bool:
-        """Queue an event frame without blocking; False when the client is too far behind."""
+    def deliver(self, batch: Batch) -> bool:
+        """Queue event frames without blocking; False when the client is too far behind."""
         ...
 
     def send_control(self, text: str) -> bool:
@@ -53,6 +125,10 @@ class Subscriber(Protocol):
 
 SLOW_CONSUMER = 4029
 GOING_AWAY = 1001
+# Entries (and their text) waiting for a window, at most: reaching either sends them at
+# once. This also bounds a batch, so one write stays small next to a client's buffer limit.
+MAX_PENDING = 1024
+MAX_PENDING_BYTES = 64 * 1024
 
 
 class Hub:
@@ -60,11 +136,28 @@ class Hub:
 
     Args:
         on_slow: called with each subscriber dropped as a slow consumer (for metrics).
+        on_fanout: called after each fan-out with its entries and the frames delivered.
+        scheduler: clock and timer for coalescing; without one, every entry goes out at once.
+        coalescing: the window policy (default :class:`Coalescing`).
     """
 
-    def __init__(self, on_slow: Callable[[Subscriber], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_slow: Callable[[Subscriber], None] | None = None,
+        *,
+        on_fanout: Callable[[Sequence[Entry], int], None] | None = None,
+        scheduler: Scheduler | None = None,
+        coalescing: Coalescing | None = None,
+    ) -> None:
         self._subscribers: dict[Subscriber, None] = {}
         self._on_slow = on_slow
+        # Told after each fan-out (metrics).
+        self.on_fanout = on_fanout
+        self._scheduler = scheduler
+        self._coalescing = coalescing or Coalescing()
+        self._pending: list[Entry] | None = None
+        self._pending_bytes = 0
+        self._last_fanout = float("-inf")
         # Told whenever a subscriber comes or goes (the poller pauses without clients).
         self.on_change: list[Callable[[], None]] = []
 
@@ -84,29 +177,44 @@ class Hub:
     def __len__(self) -> int:
         return len(self._subscribers)
 
-    def publish(self, entry: Entry) -> int:
-        """Offer ``entry`` to every matching subscriber; return how many took it."""
-        delivered = 0
-        slow: list[Subscriber] = []
-        event = entry.event
-        for subscriber in self._subscribers:
-            if subscriber.filter.matches(event):
-                if subscriber.deliver(entry):
-                    delivered += 1
-                else:
-                    slow.append(subscriber)
-        for subscriber in slow:
-            self._drop_slow(subscriber)
-        return delivered
+    def publish(self, entry: Entry) -> None:
+        """Offer ``entry`` to every matching subscriber, now or at the window's end."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            self._fanout([entry])
+            return
+        now = scheduler.time()
+        window = self._coalescing.window(now)
+        if self._pending is not None:
+            self._pending.append(entry)
+            self._pending_bytes += len(entry.text)
+            if len(self._pending) >= MAX_PENDING or self._pending_bytes >= MAX_PENDING_BYTES:
+                self.flush()
+        elif now - self._last_fanout >= window:
+            self._last_fanout = now
+            self._fanout([entry])
+        else:
+            self._pending, self._pending_bytes = [entry], len(entry.text)
+            scheduler.call_at(self._last_fanout + window, self.flush)
+
+    def flush(self) -> None:
+        """Fan out what is waiting for the window (also before control frames and closes)."""
+        pending, self._pending = self._pending, None
+        if pending:
+            if self._scheduler is not None:
+                self._last_fanout = self._scheduler.time()
+            self._fanout(pending)
 
     def broadcast(self, text: str) -> None:
-        """Send a control frame (``status``) to every subscriber."""
+        """Send a control frame (``status``) to every subscriber, after waiting events."""
+        self.flush()
         slow = [s for s in self._subscribers if not s.send_control(text)]
         for subscriber in slow:
             self._drop_slow(subscriber)
 
     def close_all(self, code: int = GOING_AWAY, reason: str = "shutting down") -> None:
-        """Ask every subscriber to close (shutdown)."""
+        """Ask every subscriber to close (shutdown), after waiting events."""
+        self.flush()
         for subscriber in list(self._subscribers):
             subscriber.close(code, reason)
 
@@ -119,6 +227,37 @@ class Hub:
         return watched
 
     # Private methods
+
+    def _fanout(self, entries: list[Entry]) -> None:
+        """One :class:`Batch` per subscriber: the shared one when it gets every entry."""
+        delivered = 0
+        slow: list[Subscriber] = []
+        shared = Batch(entries)
+        if len(entries) == 1:
+            event = entries[0].event
+            for subscriber in self._subscribers:
+                if subscriber.filter.matches(event):
+                    if subscriber.deliver(shared):
+                        delivered += 1
+                    else:
+                        slow.append(subscriber)
+        else:
+            events = [entry.event for entry in entries]
+            for subscriber in self._subscribers:
+                matches = subscriber.filter.matches
+                mine = [
+                    entry for entry, event in zip(entries, events, strict=True) if matches(event)
+                ]
+                if not mine:
+                    continue
+                if subscriber.deliver(shared if len(mine) == len(entries) else Batch(mine)):
+                    delivered += len(mine)
+                else:
+                    slow.append(subscriber)
+        for subscriber in slow:
+            self._drop_slow(subscriber)
+        if self.on_fanout is not None:
+            self.on_fanout(entries, delivered)
 
     def _changed(self) -> None:
         for listener in self.on_change:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Sequence
 from typing import Any
 
 import structlog
@@ -63,6 +63,15 @@ class Pipeline:
         # Labelled metric children, looked up once (``labels()`` costs microseconds per
         # call); label values are bounded (sources, known event names), so is this.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        hub.on_fanout = self._fanned_out
+
+    def _fanned_out(self, entries: Sequence[Entry], delivered: int) -> None:
+        """The hub wrote ``entries`` (one fan-out, maybe coalesced): ``delivered`` frames."""
+        metrics = self.metrics
+        metrics.deliveries.inc(delivered)
+        now = self.clock()
+        for entry in entries:
+            metrics.fanout_latency.observe(max(0.0, now - entry.event.received_at))
 
     def _child(self, metric: Any, *values: str) -> Any:
         key = (id(metric), values)
@@ -124,20 +133,16 @@ class Pipeline:
             metrics.events_stale_dropped.inc()
             log.debug("event.stale", event_name=event.name, conversation_id=event.conversation_id)
             return None
-        delivered = self.hub.publish(result)
+        self.hub.publish(result)
         now = self.clock()
         self._child(metrics.events_published, label).inc()
         self._child(metrics.events_first, event.source).inc()
-        metrics.deliveries.inc(delivered)
-        metrics.fanout_latency.observe(max(0.0, now - event.received_at))
         if event.occurred_at is not None:
             lag = self._child(metrics.event_lag, event.source)
             lag.observe(max(0.0, now - event.occurred_at))
         self.last_event_at = now
         if debug:
-            log.debug(
-                "event.published", event_name=event.name[:100], seq=result.seq, deliveries=delivered
-            )
+            log.debug("event.published", event_name=event.name[:100], seq=result.seq)
         for observer in self.observers:
             observer(result)
         # Fan-out is done: the replay buffer needs only the text and the event's routing

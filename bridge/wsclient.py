@@ -1,11 +1,12 @@
 """One ``/ws`` connection once admitted: welcome, replay, live frames, client frames.
 
 Live event frames are written as prepared bytes straight to the client's transport, one
-``write`` per client per event; a client whose unsent bytes would pass its buffer limit
-is dropped with 4029 (protocol.md §2, §3). Replay on resume goes through aiohttp's
-``send_str``, which waits for the socket to drain; events published meanwhile are held
-and flushed after, so nothing is lost or doubled in between. Client frames are rate
-limited; filter changes may narrow the client's scope, never widen it.
+``write`` per client per event (or per coalesced batch, see :mod:`bridge.hub`); a client
+whose unsent bytes would pass its buffer limit is dropped with 4029 (protocol.md §2, §3).
+Replay on resume goes through aiohttp's ``send_str``, which waits for the socket to drain;
+events published meanwhile are held and flushed after, so nothing is lost or doubled in
+between. Client frames are rate limited; filter changes may narrow the client's scope,
+never widen it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from websockets.frames import Frame, Opcode
 from bridge import clientproto as cp
 from bridge.auth import Access, Identity
 from bridge.events import Entry
+from bridge.hub import Batch
 from bridge.metrics import REQUEST_OUTCOMES, Metrics
 from bridge.ports import EventStore, missed
 from bridge.ratelimit import TokenBucket
@@ -100,13 +102,13 @@ class WsClient:
 
     # Subscriber
 
-    def deliver(self, entry: Entry) -> bool:
+    def deliver(self, batch: Batch) -> bool:
         if self.closing:
             return True
         if self._held is not None:
-            self._held.append(entry)
+            self._held.extend(batch.entries)
             return len(self._held) <= MAX_HELD
-        return self._write(entry_frame(entry))
+        return self._write(batch.encoded("ws", entry_frame))
 
     def send_control(self, text: str) -> bool:
         if self.closing:
@@ -173,7 +175,10 @@ class WsClient:
         transport = self.transport
         if transport.is_closing():
             return True  # the reader sees the connection end and cleans up
-        if transport.get_write_buffer_size() + len(data) > self.buffer_limit:
+        # Behind: bytes already waiting, and these would pass the limit. (A coalesced batch
+        # larger than the limit still goes to a client that has taken everything so far.)
+        waiting = transport.get_write_buffer_size()
+        if waiting and waiting + len(data) > self.buffer_limit:
             return False
         transport.write(data)
         return True

@@ -254,3 +254,12 @@ def test_security_defaults():
     assert full.auth.allowed_origins == ("https://a.example", "https://*.b.example")
     assert [s.get() for s in full.webhook.secrets] == ["s1", "s2"]
     assert set(full.secrets()) >= {"k" * 40, "s1", "s2"}
+
+
+def test_coalescing_window():
+    """50 ms by default, 0 turns it off, a bad value is a clear error."""
+    assert config.load(BASE).limits.coalesce_max == 0.050
+    assert config.load({**BASE, "BRIDGE_COALESCE_MAX_MS": "0"}).limits.coalesce_max == 0.0
+    assert config.load({**BASE, "BRIDGE_COALESCE_MAX_MS": "20"}).limits.coalesce_max == 0.020
+    with pytest.raises(config.ConfigError, match="BRIDGE_COALESCE_MAX_MS"):
+        config.load({**BASE, "BRIDGE_COALESCE_MAX_MS": "soon"})
