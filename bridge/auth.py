@@ -340,6 +340,11 @@ class Access:
 
     scope: Scope
     filter: Filter
+    # No filter and the full scope: the hub skips ``matches`` (run per client per event).
+    everything: bool = field(default=False, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "everything", self.filter.everything and self.scope is FULL)
 
     @property
     def conversations(self) -> frozenset[ConversationRef] | None:

@@ -64,6 +64,18 @@ class Filter:
     events: tuple[str, ...] | None = None
     _pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
     _names: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+    # Precomputed for ``matches``, which runs once per client per event: the conversations
+    # as plain tuples (cheaper to build and hash than refs), and whether it takes everything.
+    _refs: frozenset[tuple[int, int | None]] = field(
+        default=frozenset(), init=False, compare=False, repr=False
+    )
+    everything: bool = field(default=False, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        refs = frozenset((ref.display_id, ref.account_id) for ref in self.conversations or ())
+        object.__setattr__(self, "_refs", refs)
+        everything = self.accounts is None and self.conversations is None and self.events is None
+        object.__setattr__(self, "everything", everything)
 
     @classmethod
     def make(
@@ -86,11 +98,8 @@ class Filter:
             cid = event.conversation_id
             if cid is None:
                 return False
-            refs = self.conversations
-            if (
-                ConversationRef(cid) not in refs
-                and ConversationRef(cid, event.account_id) not in refs
-            ):
+            refs = self._refs
+            if (cid, None) not in refs and (cid, event.account_id) not in refs:
                 return False
         if self._pattern is not None:
             known = self._names.get(event.name)

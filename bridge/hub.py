@@ -34,6 +34,11 @@ class Selector(Protocol):
         """Conversations it names, if any."""
         ...
 
+    @property
+    def everything(self) -> bool:
+        """Whether it gets every event (the hub then skips ``matches``)."""
+        ...
+
     def matches(self, event: Event) -> bool:
         """Whether it gets ``event``."""
         ...
@@ -236,7 +241,8 @@ class Hub:
         if len(entries) == 1:
             event = entries[0].event
             for subscriber in self._subscribers:
-                if subscriber.filter.matches(event):
+                selector = subscriber.filter
+                if selector.everything or selector.matches(event):
                     if subscriber.deliver(shared):
                         delivered += 1
                     else:
@@ -244,12 +250,14 @@ class Hub:
         else:
             events = [entry.event for entry in entries]
             for subscriber in self._subscribers:
-                matches = subscriber.filter.matches
-                mine = [
-                    entry for entry, event in zip(entries, events, strict=True) if matches(event)
-                ]
-                if not mine:
-                    continue
+                selector = subscriber.filter
+                if selector.everything:
+                    mine = entries
+                else:
+                    matches = selector.matches
+                    mine = [e for e, event in zip(entries, events, strict=True) if matches(event)]
+                    if not mine:
+                        continue
                 if subscriber.deliver(shared if len(mine) == len(entries) else Batch(mine)):
                     delivered += len(mine)
                 else:

@@ -98,6 +98,11 @@ def test_access_combines_filter_and_scope():
     assert not access.matches(ev(account=2))
     assert not access.matches(ev("conversation.updated"))
     assert Access(FULL, cp.Filter.make()).matches(ev(account=9))
+    # The hub skips matching only for the full scope with no filter.
+    assert Access(FULL, cp.Filter.make()).everything
+    assert not access.everything
+    assert not Access(Scope.make(accounts=[1]), cp.Filter.make()).everything
+    assert not Access(FULL, cp.Filter.make(accounts=frozenset({1}))).everything
 
 
 def test_static_tokens_are_compared_by_digest():

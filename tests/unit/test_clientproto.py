@@ -26,6 +26,19 @@ def test_empty_query_matches_everything():
     assert resume is None
     assert flt.matches(ev())
     assert flt.matches(ev("presence.update", conv=None))
+    assert flt.everything
+
+
+def test_only_the_empty_filter_is_everything():
+    """``everything`` lets the hub skip matching: only a filter with no dimension has it."""
+    assert not cp.Filter.make(accounts=frozenset({1})).everything
+    assert not cp.Filter.make(events=("message.*",)).everything
+    by_conv = cp.Filter.make(conversations=frozenset({cp.ConversationRef(42)}))
+    assert not by_conv.everything
+    assert by_conv.matches(ev(account=7)) and not by_conv.matches(ev(conv=43))
+    scoped = cp.Filter.make(conversations=frozenset({cp.ConversationRef(42, 1)}))
+    assert scoped.matches(ev()) and not scoped.matches(ev(account=2))
+    assert not scoped.matches(ev(conv=None))
 
 
 def test_query_filters_by_account_conversation_and_glob():
