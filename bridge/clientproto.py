@@ -55,6 +55,10 @@ class ConversationRef:
         return f"{self.account_id}:{self.display_id}"
 
 
+# One shared empty set for every filter that names no conversation (memory per client).
+_NO_REFS: frozenset[tuple[int, int | None]] = frozenset()
+
+
 @dataclass(frozen=True, slots=True)
 class Filter:
     """What a client wants; ``None`` for a dimension means everything."""
@@ -67,13 +71,14 @@ class Filter:
     # Precomputed for ``matches``, which runs once per client per event: the conversations
     # as plain tuples (cheaper to build and hash than refs), and whether it takes everything.
     _refs: frozenset[tuple[int, int | None]] = field(
-        default=frozenset(), init=False, compare=False, repr=False
+        default=_NO_REFS, init=False, compare=False, repr=False
     )
     everything: bool = field(default=False, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        refs = frozenset((ref.display_id, ref.account_id) for ref in self.conversations or ())
-        object.__setattr__(self, "_refs", refs)
+        if self.conversations:
+            refs = frozenset((ref.display_id, ref.account_id) for ref in self.conversations)
+            object.__setattr__(self, "_refs", refs)
         everything = self.accounts is None and self.conversations is None and self.events is None
         object.__setattr__(self, "everything", everything)
 

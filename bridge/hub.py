@@ -17,8 +17,7 @@ made adaptive).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -136,6 +135,24 @@ MAX_PENDING = 1024
 MAX_PENDING_BYTES = 64 * 1024
 
 
+class _Subscription:
+    """The ``with`` block of :meth:`Hub.subscription`: a class rather than a generator
+    context manager, whose suspended frame each connected client would hold for its life
+    (memory per idle client, docs/benchmarks.md)."""
+
+    __slots__ = ("hub", "subscriber")
+
+    def __init__(self, hub: Hub, subscriber: Subscriber) -> None:
+        self.hub = hub
+        self.subscriber = subscriber
+
+    def __enter__(self) -> None:
+        self.hub.subscribe(self.subscriber)
+
+    def __exit__(self, *exc: object) -> None:
+        self.hub.unsubscribe(self.subscriber)
+
+
 class Hub:
     """The registry of subscribers and the publish loop.
 
@@ -168,16 +185,19 @@ class Hub:
 
     # Public methods
 
-    @contextmanager
-    def subscription(self, subscriber: Subscriber) -> Iterator[None]:
-        """Register ``subscriber`` for the duration of the block; always deregisters."""
+    def subscription(self, subscriber: Subscriber) -> _Subscription:
+        """Register ``subscriber`` for the duration of a ``with`` block; always deregisters."""
+        return _Subscription(self, subscriber)
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Register ``subscriber`` (prefer :meth:`subscription`)."""
         self._subscribers[subscriber] = None
         self._changed()
-        try:
-            yield
-        finally:
-            self._subscribers.pop(subscriber, None)
-            self._changed()
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Deregister ``subscriber``; no-op when it is not registered."""
+        self._subscribers.pop(subscriber, None)
+        self._changed()
 
     def __len__(self) -> int:
         return len(self._subscribers)

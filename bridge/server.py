@@ -11,12 +11,11 @@ connection then runs as a :class:`bridge.wsclient.Session`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import ipaddress
 import time
-import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -46,6 +45,10 @@ from bridge.wsclient import (
 log = structlog.get_logger("bridge.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# The filter of every client that asks for none, shared: filters are immutable, and one
+# per client would be held for each connection's life (memory per idle client).
+NO_FILTER = cp.Filter()
 
 
 class Connection(Protocol):
@@ -142,14 +145,17 @@ class LocalServer:
         self.accounts: Callable[[], tuple[int, ...]] = tuple
         self._no_clients = asyncio.Event()
         self._no_clients.set()
-        self._handshaken: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        # Connections whose first request has not arrived yet: their handshake timers.
+        self._handshakes: dict[asyncio.BaseTransport | None, asyncio.TimerHandle] = {}
         self._streams: dict[asyncio.BaseTransport | None, SseClient] = {}
+        # Every /ws session's welcome builder: one bound method, not one per client.
+        self._welcome_frame = self.welcome_frame
         status.subscribe(self._on_status)
         metrics.client_buffered_bytes.set_function(self.buffered_bytes)
 
     def build_app(self) -> web.Application:
         """The routes of protocol.md §2 and §4 (and any added by other components)."""
-        app = web.Application(middlewares=[self._mark_handshaken], client_max_size=1024 * 1024)
+        app = web.Application(client_max_size=1024 * 1024)
         app.router.add_get("/ws", self.handle_ws)
         app.router.add_get("/events", self.handle_sse)
         app.router.add_get("/healthz", self.handle_healthz)
@@ -166,19 +172,34 @@ class LocalServer:
         loop = asyncio.get_running_loop()
         timeout = self.limits.handshake_timeout
         made, lost = server.connection_made, server.connection_lost
+        handle = server.request_handler
+        pending = self._handshakes
 
         def connection_made(handler: Any, transport: asyncio.Transport) -> None:
             made(handler, transport)
-            loop.call_later(timeout, self._check_handshake, transport)
+            pending[transport] = loop.call_later(timeout, self._check_handshake, transport)
 
         def connection_lost(handler: Any, exc: BaseException | None) -> None:
             lost(handler, exc)
+            timer = pending.pop(handler.transport, None)
+            if timer is not None:
+                timer.cancel()
             stream = self._streams.get(handler.transport)
             if stream is not None:
                 stream.close(1006, "connection lost")
 
+        def request_arrived(request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+            # A plain function handing on the application's coroutine, not a middleware:
+            # a middleware's frame (and aiohttp's own one that any middleware brings) would
+            # stay alive for each WebSocket's whole life (memory per idle client).
+            timer = pending.pop(request.transport, None)
+            if timer is not None:
+                timer.cancel()
+            return handle(request)
+
         server.connection_made = connection_made  # type: ignore[method-assign]
         server.connection_lost = connection_lost  # type: ignore[method-assign,assignment]
+        server.request_handler = request_arrived
 
     def close_clients(self, code: int = GOING_AWAY, reason: str = "shutting down") -> None:
         """Ask every client to close (first step of shutdown)."""
@@ -256,7 +277,32 @@ class LocalServer:
             self.metrics.client_disconnects.labels(reason=exc.code).inc()
             await refuse(ws, FORBIDDEN if exc.code == "forbidden" else BAD_REQUEST, exc)
             return ws
-        await self._serve(ws, transport, identity, flt, resume=resume, address=address)
+        if flt == NO_FILTER:
+            flt = NO_FILTER  # shared (see NO_FILTER)
+        # The session runs in this frame, not in a helper coroutine: one frame less
+        # held per connected client (memory per idle client, docs/benchmarks.md).
+        client = WsClient(ws, transport, identity, flt, self.cfg.client_buffer_bytes)
+        session = Session(
+            client,
+            self.store,
+            self._welcome_frame,
+            self.metrics,
+            frames_per_second=self.limits.frames_per_second,
+            subscribes_per_minute=self.limits.subscribes_per_minute,
+            commands=self.commands,
+            commands_per_minute=self.limits.commands_per_minute,
+        )
+        self._connect(client, "ws", address, flt, resume=resume)
+        try:
+            with self.hub.subscription(client):
+                await session.run(resume)
+        except* ConnectionError:
+            # The client went away while a frame was being written.
+            client.close(1006, "connection lost")
+        finally:
+            self._disconnect(client, "ws", address)
+        if not transport.is_closing() and client.close_code == 4029:
+            transport.abort()
         return ws
 
     # Private methods
@@ -281,54 +327,23 @@ class LocalServer:
             return web.json_response({"error": "too many clients from this address"}, status=429)
         return None
 
-    def _welcome(self, identity: Identity) -> Callable[[int, int], str]:
-        """The welcome builder of one client: the bridged accounts it may see, its commands."""
+    def welcome_frame(self, identity: Identity, head: int, replayed: int) -> str:
+        """A client's welcome: the bridged accounts it may see, its commands."""
         scope = identity.scope
-
-        def welcome(head: int, replayed: int) -> str:
-            return cp.welcome_frame(
-                self.store.epoch,
-                head,
-                self.status.current.state,
-                replayed,
-                accounts=sorted(
-                    a for a in self.accounts() if scope.accounts is None or a in scope.accounts
-                ),
-                client={"name": identity.name, "commands": sorted(scope.commands)},
-            )
-
-        return welcome
-
-    async def _serve(
-        self,
-        ws: web.WebSocketResponse,
-        transport: asyncio.Transport,
-        identity: Identity,
-        flt: cp.Filter,
-        *,
-        resume: cp.Resume | None,
-        address: str,
-    ) -> None:
-        client = WsClient(ws, transport, identity, flt, self.cfg.client_buffer_bytes)
-        session = Session(
-            client,
-            self.store,
-            self._welcome(identity),
-            self.metrics,
-            frames_per_second=self.limits.frames_per_second,
-            subscribes_per_minute=self.limits.subscribes_per_minute,
-            commands=self.commands,
-            commands_per_minute=self.limits.commands_per_minute,
+        return cp.welcome_frame(
+            self.store.epoch,
+            head,
+            self.status.current.state,
+            replayed,
+            accounts=sorted(
+                a for a in self.accounts() if scope.accounts is None or a in scope.accounts
+            ),
+            client={"name": identity.name, "commands": sorted(scope.commands)},
         )
-        with self._connected(client, "ws", address, flt, resume=resume):
-            try:
-                with self.hub.subscription(client):
-                    await session.run(resume)
-            except* ConnectionError:
-                # The client went away while a frame was being written.
-                client.close(1006, "connection lost")
-        if not transport.is_closing() and client.close_code == 4029:
-            transport.abort()
+
+    def _welcome(self, identity: Identity) -> Callable[[int, int], str]:
+        """The welcome builder of one SSE client."""
+        return functools.partial(self.welcome_frame, identity)
 
     async def handle_sse(self, request: web.Request) -> web.StreamResponse:
         """Server-Sent Events (protocol.md §4): the same filters, resume by Last-Event-ID.
@@ -375,20 +390,20 @@ class LocalServer:
             client, self.store, self._welcome(identity), keepalive=self.limits.sse_keepalive
         )
         self._streams[transport] = client
-        with self._connected(client, "sse", address, flt, resume=resume):
-            try:
-                with self.hub.subscription(client):
-                    await session.run(resume)
-            except* ConnectionError:
-                client.close(1006, "connection lost")
-            finally:
-                del self._streams[transport]
+        self._connect(client, "sse", address, flt, resume=resume)
+        try:
+            with self.hub.subscription(client):
+                await session.run(resume)
+        except* ConnectionError:
+            client.close(1006, "connection lost")
+        finally:
+            del self._streams[transport]
+            self._disconnect(client, "sse", address)
         if client.close_code == 4029 and not transport.is_closing():
             transport.abort()
         return response
 
-    @contextlib.contextmanager
-    def _connected(
+    def _connect(
         self,
         client: Connection,
         kind: str,
@@ -396,8 +411,12 @@ class LocalServer:
         flt: cp.Filter,
         *,
         resume: cp.Resume | None,
-    ) -> Iterator[None]:
-        """Count and log one client connection for its lifetime."""
+    ) -> None:
+        """Count and log one client connection; :meth:`_disconnect` always follows.
+
+        (Two calls rather than a generator context manager, which would hold a generator
+        and its frame per connected client: memory per idle client.)
+        """
         log.info(
             "client.connected",
             transport=kind,
@@ -409,33 +428,25 @@ class LocalServer:
         self.clients.add(client)
         self.per_address[address] += 1
         self._no_clients.clear()
-        gauge = self.metrics.clients_connected.labels(transport=kind)
-        gauge.inc()
-        try:
-            yield
-        finally:
-            # aiohttp may cancel the handler once the transport is gone; account here.
-            self.clients.discard(client)
-            self.per_address[address] -= 1
-            if self.per_address[address] <= 0:
-                del self.per_address[address]
-            if not self.clients:
-                self._no_clients.set()
-            gauge.dec()
-            reason = client.disconnect_reason()
-            self.metrics.client_disconnects.labels(reason=reason).inc()
-            log.info(
-                "client.disconnected", transport=kind, reason=reason, clients=len(self.clients)
-            )
+        self.metrics.clients_connected.labels(transport=kind).inc()
 
-    @web.middleware
-    async def _mark_handshaken(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.transport is not None:
-            self._handshaken.add(request.transport)
-        return await handler(request)
+    def _disconnect(self, client: Connection, kind: str, address: str) -> None:
+        """The end of a connection counted by :meth:`_connect`."""
+        # aiohttp may cancel the handler once the transport is gone; account here.
+        self.clients.discard(client)
+        self.per_address[address] -= 1
+        if self.per_address[address] <= 0:
+            del self.per_address[address]
+        if not self.clients:
+            self._no_clients.set()
+        self.metrics.clients_connected.labels(transport=kind).dec()
+        reason = client.disconnect_reason()
+        self.metrics.client_disconnects.labels(reason=reason).inc()
+        log.info("client.disconnected", transport=kind, reason=reason, clients=len(self.clients))
 
     def _check_handshake(self, transport: asyncio.Transport) -> None:
-        if transport.is_closing() or transport in self._handshaken:
+        self._handshakes.pop(transport, None)
+        if transport.is_closing():
             return
         self.metrics.handshakes_refused.labels(reason="timeout").inc()
         transport.abort()

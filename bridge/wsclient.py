@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 from websockets.frames import Frame, Opcode
 
 from bridge import clientproto as cp
@@ -44,6 +44,8 @@ BAD_REQUEST = 4000
 MAX_HELD = 50_000
 # Requests (history, commands) one client may have waiting on Chatwoot at once.
 MAX_IN_FLIGHT = 8
+# Where ``async for`` over a WebSocketResponse stops (the session calls ``receive``).
+_END_TYPES = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
 
 
 def frame_bytes(text: str) -> bytes:
@@ -190,7 +192,7 @@ class Session:
     Args:
         client: the connection.
         store: the event log (resume).
-        welcome: the welcome frame for (head seq, replayed count).
+        welcome: the welcome frame for (identity, head seq, replayed count).
         metrics: the metric objects.
         frames_per_second: client frame rate limit (burst twice that).
         subscribes_per_minute: filter change limit (burst 10).
@@ -199,18 +201,25 @@ class Session:
         clock: monotonic clock for the limits.
     """
 
+    # Memory per idle client (docs/benchmarks.md): what an idle client never uses is made
+    # on first use, not here: the token buckets (made full, as they would be at connect),
+    # the set of requests in flight, the token's expiry (a timer, not a task).
     __slots__ = (
-        "_closer_started",
+        "_closer",
+        "_expiry",
+        "_frames",
         "_in_flight",
-        "_tg",
+        "_live",
+        "_requests",
+        "_subscribes",
         "client",
         "clock",
         "commands",
-        "frames",
+        "commands_per_minute",
+        "frames_per_second",
         "metrics",
-        "requests",
         "store",
-        "subscribes",
+        "subscribes_per_minute",
         "wall_clock",
         "welcome",
     )
@@ -219,7 +228,7 @@ class Session:
         self,
         client: WsClient,
         store: EventStore,
-        welcome: Callable[[int, int], str],
+        welcome: Callable[[Identity, int, int], str],
         metrics: Metrics,
         *,
         frames_per_second: float,
@@ -235,32 +244,63 @@ class Session:
         self.metrics = metrics
         self.clock = clock
         self.wall_clock = wall_clock
-        now = clock()
-        self.frames = TokenBucket(frames_per_second, 2 * frames_per_second, now)
-        self.subscribes = TokenBucket(subscribes_per_minute / 60, 10, now)
+        self.frames_per_second = frames_per_second
+        self.subscribes_per_minute = subscribes_per_minute
         self.commands = commands
-        self.requests = TokenBucket(commands_per_minute / 60, 20, now)
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._tg: asyncio.TaskGroup | None = None
-        self._closer_started = False
+        self.commands_per_minute = commands_per_minute
+        self._frames: TokenBucket | None = None
+        self._subscribes: TokenBucket | None = None
+        self._requests: TokenBucket | None = None
+        self._in_flight: set[asyncio.Task[None]] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._closer: asyncio.Task[None] | None = None
+        # Between the welcome and the end of ``run``: the session's tasks may be started.
+        self._live = False
         client.on_close = self._spawn_closer
 
     async def run(self, resume: cp.Resume | None) -> None:
-        """Welcome (and replay), then read frames until the connection ends."""
+        """Welcome (and replay), then read frames until the connection ends; returns once
+        the session's tasks (its close, requests being answered) have ended too."""
         client = self.client
+        ws = client.ws
         await self.start(resume)
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
+        # The session's tasks are its own (started on demand, waited for below), not in an
+        # asyncio.TaskGroup: most clients never start one, and a task group (with its set
+        # and list) per client would be held for each connection's life (memory per idle
+        # client). The guarantees are a task group's: ``run`` returns only once they have
+        # ended, and they are cancelled if it fails or is cancelled. They catch their own
+        # errors (a failed request is answered, a close that times out aborts).
+        self._live = True
+        try:
             if client.closing:
                 self._spawn_closer()
-            expiry = None
-            if client.identity.expires_at is not None:
-                expiry = tg.create_task(self._expire(client.identity.expires_at))
-            await self._read()
+            expires_at = client.identity.expires_at
+            if expires_at is not None:
+                self._expiry = asyncio.get_running_loop().call_later(
+                    max(0.0, expires_at - self.wall_clock()), self._expire
+                )
+            # The read loop is here, not in a helper coroutine, and calls ``receive`` rather
+            # than using ``async for``: two coroutine frames less held per idle client.
+            while True:
+                msg = await ws.receive()
+                if msg.type in _END_TYPES or not self._handle_message(msg):
+                    break
+            # A missed pong while no receive() was waiting ends the loop quietly.
+            if isinstance(ws.exception(), asyncio.TimeoutError):
+                self._protocol_error(ws.exception())
+            if self._expiry is not None:
+                self._expiry.cancel()
             client.close(client.close_code or 1000, client.close_reason)
-            if expiry is not None:
-                expiry.cancel()
-        self._tg = None  # finished: nothing more may be started in it
+        except BaseException:
+            if self._expiry is not None:
+                self._expiry.cancel()
+            self._cancel_tasks()
+            raise
+        finally:
+            try:
+                await self._join()
+            finally:
+                self._live = False  # finished: nothing more may be started
 
     async def start(self, resume: cp.Resume | None) -> None:
         """Welcome, then replay or reset, then live; nothing is lost or doubled between."""
@@ -271,7 +311,7 @@ class Session:
         # client); the client was registered first, so what comes after is being held.
         head = store.last_seq
         client.skip_through(head)
-        await client.send_now(self.welcome(head, len(replay)))
+        await client.send_now(self.welcome(client.identity, head, len(replay)))
         if gap is not None:
             await client.send_now(cp.reset_frame(gap.reason, store.epoch, head))
         for entry in replay:
@@ -280,28 +320,43 @@ class Session:
 
     # Private methods
 
-    async def _read(self) -> None:
+    def _handle_message(self, msg: WSMessage) -> bool:
+        """One message from the client; False ends the session."""
         client = self.client
-        async for msg in client.ws:
-            if not self.frames.take(self.clock()):
-                self.metrics.client_frames.labels(type="over_limit").inc()
-                client.close(SLOW_OR_RATE_LIMITED, "rate limited")
-                break
-            if msg.type is WSMsgType.TEXT:
-                self._handle_text(msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                self.metrics.client_frames.labels(type="binary").inc()
-                self._send_error(
-                    cp.ClientError("bad_request", "binary frames are not supported; send JSON text")
-                )
-            elif msg.type is WSMsgType.ERROR:
-                self._protocol_error(msg.data)
-                break
-            if client.closing:
-                break
-        # A missed pong while no receive() was waiting ends the loop quietly.
-        if isinstance(client.ws.exception(), asyncio.TimeoutError):
-            self._protocol_error(client.ws.exception())
+        if not self._frame_allowed():
+            self.metrics.client_frames.labels(type="over_limit").inc()
+            client.close(SLOW_OR_RATE_LIMITED, "rate limited")
+            return False
+        if msg.type is WSMsgType.TEXT:
+            self._handle_text(msg.data)
+        elif msg.type is WSMsgType.BINARY:
+            self.metrics.client_frames.labels(type="binary").inc()
+            self._send_error(
+                cp.ClientError("bad_request", "binary frames are not supported; send JSON text")
+            )
+        elif msg.type is WSMsgType.ERROR:
+            self._protocol_error(msg.data)
+            return False
+        return not client.closing
+
+    def _frame_allowed(self) -> bool:
+        now = self.clock()
+        if self._frames is None:
+            rate = self.frames_per_second
+            self._frames = TokenBucket(rate, 2 * rate, now)
+        return self._frames.take(now)
+
+    def _subscribe_allowed(self) -> bool:
+        now = self.clock()
+        if self._subscribes is None:
+            self._subscribes = TokenBucket(self.subscribes_per_minute / 60, 10, now)
+        return self._subscribes.take(now)
+
+    def _request_allowed(self) -> bool:
+        now = self.clock()
+        if self._requests is None:
+            self._requests = TokenBucket(self.commands_per_minute / 60, 20, now)
+        return self._requests.take(now)
 
     def _protocol_error(self, error: object) -> None:
         """aiohttp reports a bad frame (too big, bad UTF-8) or a missed pong as an ERROR."""
@@ -331,7 +386,7 @@ class Session:
                 client.send_control(cp.PONG_FRAME)
             case cp.Subscribe(ref, flt):
                 self.metrics.client_frames.labels(type="subscribe").inc()
-                if not self.subscribes.take(self.clock()):
+                if not self._subscribe_allowed():
                     self._send_error(
                         cp.ClientError("rate_limited", "too many filter changes; slow down", ref)
                     )
@@ -349,21 +404,25 @@ class Session:
 
     def _request(self, request: cp.Request) -> None:
         """Start answering a request, within the client's limits."""
-        commands, tg = self.commands, self._tg
-        if commands is None or tg is None:
+        commands, in_flight = self.commands, self._in_flight
+        if commands is None or not self._live:
             error = cp.ClientError(
                 "unsupported", "this endpoint serves no history or commands", request.ref
             )
             self._answered(request, error)
-        elif len(self._in_flight) >= MAX_IN_FLIGHT or not self.requests.take(self.clock()):
+        elif (
+            in_flight is not None and len(in_flight) >= MAX_IN_FLIGHT
+        ) or not self._request_allowed():
             error = cp.ClientError(
                 "rate_limited", "too many requests; wait for the answers", request.ref
             )
             self._answered(request, error)
         else:
-            task = tg.create_task(self._answer(commands, request))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+            if in_flight is None:
+                in_flight = self._in_flight = set()
+            task = asyncio.get_running_loop().create_task(self._answer(commands, request))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
 
     async def _answer(self, commands: Commands, request: cp.Request) -> None:
         try:
@@ -394,18 +453,41 @@ class Session:
         self.metrics.client_errors.labels(code=exc.code).inc()
         self.client.send_control(cp.error_frame(exc.code, exc.message, exc.ref))
 
-    async def _expire(self, expires_at: float) -> None:
+    def _expire(self) -> None:
         """Close with 4001 when the client's token expires (it reconnects with a new one)."""
-        await asyncio.sleep(max(0.0, expires_at - self.wall_clock()))
+        self._expiry = None
         self._send_error(cp.ClientError("unauthorized", "token expired"))
         self.client.close(UNAUTHORIZED, "token expired")
 
     def _spawn_closer(self) -> None:
-        """A close was asked for (slow consumer, shutdown, reader end): run it in the
-        session's task group (once it exists; ``run`` catches up on one asked before)."""
-        if self._tg is not None and not self._closer_started:
-            self._closer_started = True
-            self._tg.create_task(self._close())
+        """A close was asked for (slow consumer, shutdown, reader end): start it as one of
+        the session's tasks (once live; ``run`` catches up on one asked before)."""
+        if self._live and self._closer is None:
+            self._closer = asyncio.get_running_loop().create_task(self._close())
+
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        """The session's tasks not ended yet."""
+        tasks = [] if self._in_flight is None else [t for t in self._in_flight if not t.done()]
+        if self._closer is not None and not self._closer.done():
+            tasks.append(self._closer)
+        return tasks
+
+    def _cancel_tasks(self) -> None:
+        for task in self._tasks():
+            task.cancel()
+
+    async def _join(self) -> None:
+        """Wait until the session's tasks have ended (cancelling them if this is cancelled,
+        and still waiting for them, as a task group does)."""
+        cancelled: asyncio.CancelledError | None = None
+        while tasks := self._tasks():
+            try:
+                await asyncio.wait(tasks)
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+                self._cancel_tasks()
+        if cancelled is not None:
+            raise cancelled
 
     async def _close(self) -> None:
         client = self.client

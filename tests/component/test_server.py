@@ -6,8 +6,9 @@ import asyncio
 import json
 from dataclasses import dataclass
 
+import aiohttp
 import pytest
-from aiohttp import WSMsgType
+from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
 from bridge.config import ServerConfig
@@ -297,3 +298,66 @@ async def test_client_vanishing_during_replay_is_harmless(rig: Rig):
     await asyncio.wait_for(rig.server.wait_no_clients(), 5)
     async with rig.client.ws_connect("/ws") as other:
         assert (await recv(other))["type"] == "welcome"
+
+
+class HangingCommands:
+    """Answers each request once released; records how each answer ended."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.ended: list[str] = []
+
+    async def handle(self, identity, request) -> dict:
+        self.started.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.ended.append("cancelled")
+            raise
+        self.ended.append("answered")
+        return {}
+
+
+TYPING = json.dumps({"type": "typing", "ref": 1, "account_id": 1, "conversation_id": 1})
+
+
+async def test_a_session_ends_only_once_its_requests_in_flight_have(rig: Rig):
+    """A client gone while a request is being answered: its session waits for the answer
+    (the request's task is the session's), then ends."""
+    commands = HangingCommands()
+    rig.server.commands = commands  # type: ignore[assignment]
+    # Served like the daemon serves: aiohttp does not cancel a handler whose client went.
+    runner = web.AppRunner(rig.server.build_app(), shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(f"http://{host}:{port}/ws")
+            await recv(ws)
+            await ws.send_str(TYPING)
+            await asyncio.wait_for(commands.started.wait(), 5)
+            await ws.close()
+            await asyncio.sleep(0.2)
+            assert len(rig.server.clients) == 1
+            commands.release.set()
+            await asyncio.wait_for(rig.server.wait_no_clients(), 5)
+            assert commands.ended == ["answered"]
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_cancelled_session_cancels_its_requests_in_flight(rig: Rig):
+    """A handler cancelled by aiohttp (the test server cancels those whose client went):
+    the session's tasks are cancelled and waited for; the client is accounted for."""
+    commands = HangingCommands()
+    rig.server.commands = commands  # type: ignore[assignment]
+    ws = await rig.client.ws_connect("/ws")
+    await recv(ws)
+    await ws.send_str(TYPING)
+    await asyncio.wait_for(commands.started.wait(), 5)
+    await ws.close()
+    await asyncio.wait_for(rig.server.wait_no_clients(), 5)
+    assert commands.ended == ["cancelled"]
