@@ -1,10 +1,9 @@
 """``python -m bench`` (``make bench``): run the benchmarks, print tables, write JSON.
 
     python -m bench upstream [--events 60000]
-    python -m bench fanout [--levels 100,1000,5000] [--idle 10000]
+    python -m bench fanout [--levels 100,1000,5000] [--idle 1000,5000,10000]
     python -m bench coalesce [--rates 1,5,20,50,200,400]
     python -m bench gapfill [--clients 100] [--rate 2] [--seconds 30]
-    python -m bench idle [--levels 1000,5000,10000]
     python -m bench            # upstream, fanout, coalesce, gapfill
 
 Loopback only; each scenario is bounded in time.
@@ -19,7 +18,7 @@ import sys
 
 import structlog
 
-from bench import common, fanout, gapfill, idle, polling, upstream_path
+from bench import common, fanout, gapfill, polling, upstream_path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,10 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         "which",
         nargs="*",
         default=["upstream", "fanout", "coalesce", "gapfill"],
-        choices=["upstream", "fanout", "coalesce", "gapfill", "idle"],
+        choices=["upstream", "fanout", "coalesce", "gapfill"],
     )
-    parser.add_argument("--levels", default=None, help="fanout, idle: client counts")
-    parser.add_argument("--idle", type=int, default=10_000, help="fanout: idle clients at the end")
+    parser.add_argument("--levels", default="100,1000,5000", help="fanout: client counts")
+    parser.add_argument("--idle", default="1000,5000,10000", help="fanout: idle client counts")
     parser.add_argument("--rates", default="1,5,20,50,200,400", help="coalesce: events/s")
     parser.add_argument("--events", type=int, default=60_000, help="upstream path: events")
     parser.add_argument("--clients", type=int, default=100)
@@ -47,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         print(common.table("upstream path on one core", out["rows"]))
         results["upstream"] = out
     if "fanout" in args.which:
-        levels = tuple(int(n) for n in (args.levels or "100,1000,5000").split(","))
-        out = asyncio.run(fanout.run(levels, args.idle))
+        levels = tuple(int(n) for n in args.levels.split(","))
+        idle_levels = tuple(int(n) for n in args.idle.split(","))
+        out = asyncio.run(fanout.run(levels, idle_levels))
         print(common.table("fan-out: the bridge against the reference relay", out["rows"]))
         results["fanout"] = out
     if "coalesce" in args.which:
@@ -62,11 +62,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         results["coalesce"] = {"rows": rows, "bridge": ours, "seed_polling": seed}
-    if "idle" in args.which:
-        levels = tuple(int(n) for n in (args.levels or "1000,5000,10000").split(","))
-        out = asyncio.run(idle.run(levels))
-        print(common.table("idle clients: memory and connection setup", out["rows"]))
-        results["idle"] = out
     if "gapfill" in args.which:
         out = asyncio.run(
             gapfill.run(clients=args.clients, rate=args.rate, seconds=args.seconds, seed=args.seed)

@@ -9,10 +9,11 @@
   events (``events=message.created``: every event), a quarter on one conversation (a tenth
   of the events), the rest take everything.
 
-For each client count N: connection setup rate and RSS per idle client; latency p50/p99 at
+First, in a fresh target with no traffic, RSS per idle client and the connection setup
+rate at 1,000, 5,000 and 10,000 clients. Then for each client count N: latency p50/p99 at
 50 events/s; the highest event rate whose deliveries all arrive (≥ 99 %, p99 ≤ 250 ms, no
 client cut) in a ramp of 1.3x steps, reported as deliveries/s; latency at half that rate;
-server CPU per delivery throughout. Then 10,000 idle clients: total RSS.
+server CPU per delivery throughout.
 """
 
 from __future__ import annotations
@@ -329,29 +330,48 @@ async def target(
             proc.kill()
 
 
+async def idle(
+    kind: str, sim: Emitter, sim_url: str, token: str, levels: tuple[int, ...]
+) -> dict[str, Any]:
+    """Memory per idle client and setup rate, in a fresh target with no traffic: levels add
+    clients to those connected; memory per client is RSS growth over RSS with none."""
+    out: dict[str, Any] = {"levels": {}}
+    async with target(kind, sim_url, token) as (pid, port), Rig(sim, pid, port) as rig:
+        await asyncio.sleep(0.5)
+        base_rss = rss_kib(pid)
+        out["rss_mib_no_client"] = round(base_rss / 1024, 1)
+        for n in levels:
+            setup = await rig.ensure(n)
+            if setup["failed"]:
+                raise RuntimeError(f"{kind}: {setup['failed']} clients failed: {setup['error']}")
+            await asyncio.sleep(1.0)
+            rss = rss_kib(pid)
+            out["levels"][n] = {
+                "open": (await rig.read())["open"],
+                "setup_per_s": setup["setup_per_s"],
+                "rss_mib": round(rss / 1024, 1),
+                "kib_per_idle_client": round((rss - base_rss) / n, 1),
+            }
+    return out
+
+
 async def measure(
     kind: str,
     sim: Emitter,
     sim_url: str,
     token: str,
     levels: tuple[int, ...],
-    idle_level: int,
     extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Every figure for one target."""
+    """The traffic figures for one target at each client count."""
     out: dict[str, Any] = {"levels": {}}
     async with target(kind, sim_url, token, extra_env) as (pid, port), Rig(sim, pid, port) as rig:
-        await asyncio.sleep(0.5)
-        base_rss = rss_kib(pid)
-        out["rss_mib_no_client"] = round(base_rss / 1024, 1)
         for n in levels:
             level: dict[str, Any] = {}
             setup = await rig.ensure(n)
             if setup["failed"]:
                 raise RuntimeError(f"{kind}: {setup['failed']} clients failed: {setup['error']}")
             await asyncio.sleep(1.0)
-            level["setup"] = setup
-            level["kib_per_idle_client"] = round((rss_kib(pid) - base_rss) / n, 1)
             level["at_50"] = (await rig.step(50.0, LATENCY_SECONDS)).summary()
             best, steps = await rig.ramp(start=max(2.0, 20_000 / n))
             level["ramp"] = [s.summary() for s in steps]
@@ -360,61 +380,37 @@ async def measure(
                 half = await rig.step(best.rate / 2, LATENCY_SECONDS)
                 level["at_half_max"] = half.summary()
             out["levels"][n] = level
-        if idle_level:
-            setup = await rig.ensure(idle_level)
-            await asyncio.sleep(1.0)
-            rss = rss_kib(pid)
-            out["idle"] = {
-                "clients": idle_level,
-                "open": (await rig.read())["open"],
-                "setup": setup,
-                "rss_mib": round(rss / 1024, 1),
-                "kib_per_idle_client": round((rss - base_rss) / idle_level, 1),
-            }
     return out
 
 
-def rows(results: dict[str, dict[str, Any]]) -> list[Row]:
-    """The side-by-side table: one row per (N, target), then ratios."""
+def rows(results: dict[str, Any]) -> list[Row]:
+    """The side-by-side table: one row per (N, target), then ratios; then idle clients."""
     table: list[Row] = []
-    relay, bridge = results["relay"], results["bridge"]
-    for n in relay["levels"]:
-        for kind in ("relay", "bridge"):
-            level = results[kind]["levels"][n]
+    traffic = {kind: results[kind]["traffic"]["levels"] for kind in ("relay", "bridge")}
+    plain = results.get("bridge_no_coalescing", {}).get("levels", {})
+    for n in traffic["relay"]:
+        shown = [("relay", traffic["relay"][n]), ("bridge", traffic["bridge"][n])]
+        if n in plain:
+            shown.append(("bridge, coalescing off", plain[n]))
+        for name, level in shown:
             peak = level["max"] or {}
             half = level.get("at_half_max") or {}
             table.append(
                 Row(
-                    f"{n} clients, {kind}",
+                    f"{n} clients, {name}",
                     {
                         "max deliveries/s": peak.get("deliveries_per_s"),
+                        "at events/s": peak.get("events_per_s"),
                         "µs CPU/delivery": peak.get("cpu_us_per_delivery"),
                         "p50 ms @50/s": level["at_50"]["p50_ms"],
                         "p99 ms @50/s": level["at_50"]["p99_ms"],
                         "p50 ms @half": half.get("p50_ms"),
                         "p99 ms @half": half.get("p99_ms"),
-                        "KiB/idle client": level["kib_per_idle_client"],
-                        "setup/s": level["setup"]["setup_per_s"],
                         "loadgen CPU % @max": peak.get("loadgen_cpu_pct"),
                     },
                 )
             )
-        plain = results.get("bridge_no_coalescing", {}).get("levels", {}).get(n)
-        if plain:
-            peak = plain["max"] or {}
-            table.append(
-                Row(
-                    f"{n} clients, bridge, coalescing off",
-                    {
-                        "max deliveries/s": peak.get("deliveries_per_s"),
-                        "µs CPU/delivery": peak.get("cpu_us_per_delivery"),
-                        "p50 ms @50/s": plain["at_50"]["p50_ms"],
-                        "p99 ms @50/s": plain["at_50"]["p99_ms"],
-                        "loadgen CPU % @max": peak.get("loadgen_cpu_pct"),
-                    },
-                )
-            )
-        r, b = relay["levels"][n], bridge["levels"][n]
+        r, b = traffic["relay"][n], traffic["bridge"][n]
         ratio_tp = _ratio(b["max"], r["max"], "deliveries_per_s")
         ratio_p99 = _ratio(b["at_50"], r["at_50"], "p99_ms")
         table.append(
@@ -425,20 +421,28 @@ def rows(results: dict[str, dict[str, Any]]) -> list[Row]:
             )
         )
     for kind in ("relay", "bridge"):
-        idle = results[kind].get("idle")
-        if idle:
+        for n, level in results[kind]["idle"]["levels"].items():
             table.append(
                 Row(
-                    f"{idle['clients']} idle, {kind}",
+                    f"{n} idle clients, {kind}",
                     {
-                        "KiB/idle client": idle["kib_per_idle_client"],
-                        "setup/s": idle["setup"]["setup_per_s"],
-                        "RSS MiB": idle["rss_mib"],
-                        "open": idle["open"],
+                        "KiB/idle client": level["kib_per_idle_client"],
+                        "RSS MiB": level["rss_mib"],
+                        "setup/s": level["setup_per_s"],
+                        "open": level["open"],
                     },
+                    _memory_verdict(kind, n, level),
                 )
             )
     return table
+
+
+def _memory_verdict(kind: str, n: int, level: dict[str, Any]) -> str:
+    if kind != "bridge" or n < 10_000:
+        return ""
+    served = "served" if level["open"] >= n else "NOT all served"
+    met = "met" if level["kib_per_idle_client"] <= 16 else "NOT met"
+    return f"targets: {n} clients {served}; ≤ 16 KiB per idle client {met}"
 
 
 def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str) -> float | None:
@@ -460,17 +464,22 @@ NO_COALESCING = {"BRIDGE_COALESCE_MAX_MS": "0"}
 
 
 async def run(
-    levels: tuple[int, ...] = (100, 1000, 5000), idle_level: int = 10_000
+    levels: tuple[int, ...] = (100, 1000, 5000),
+    idle_levels: tuple[int, ...] = (1000, 5000, 10_000),
 ) -> dict[str, Any]:
-    """The relay, the bridge, and at 1,000 clients the bridge without coalescing."""
+    """The relay and the bridge (idle, then traffic), and at 1,000 clients the bridge
+    without coalescing."""
     raise_fd_limit()
     results: dict[str, Any] = {}
     async with emitter() as (sim, sim_url, token):
         for kind in ("relay", "bridge"):
-            results[kind] = await measure(kind, sim, sim_url, token, levels, idle_level)
+            results[kind] = {
+                "idle": await idle(kind, sim, sim_url, token, idle_levels),
+                "traffic": await measure(kind, sim, sim_url, token, levels),
+            }
         if 1000 in levels:
             results["bridge_no_coalescing"] = await measure(
-                "bridge", sim, sim_url, token, (1000,), 0, NO_COALESCING
+                "bridge", sim, sim_url, token, (1000,), NO_COALESCING
             )
     return {"rows": rows(results), **results}
 
