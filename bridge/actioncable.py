@@ -171,6 +171,10 @@ def _reject_constant(name: str) -> None:
     raise ValueError(name)
 
 
+# One decoder for every frame: ``json.loads`` with an argument builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def decode(text: str | bytes) -> CableEvent:
     """Decode one server frame into an event; never raises."""
     size = len(text)
@@ -180,7 +184,7 @@ def decode(text: str | bytes) -> CableEvent:
         except UnicodeDecodeError:
             return Violation("frame is not UTF-8", size)
     try:
-        frame = json.loads(text, parse_constant=_reject_constant)
+        frame = _DECODER.decode(text)
     except (ValueError, RecursionError):
         return Violation("frame is not JSON", size)
     if not isinstance(frame, dict):
@@ -258,6 +262,12 @@ class CableClient:
         event = decode(text)
         self.last_frame_at = now
         match event:
+            case Message(identifier):  # first: nearly every frame is a broadcast
+                # Rails may deliver a broadcast before the confirm: the channel's
+                # ``subscribed`` broadcasts presence while its streams are still being
+                # registered. Only an identifier we never sent is a violation.
+                if self.subscriptions.get(identifier) not in _RECEIVING:
+                    event = Violation("message for no subscription of ours", len(text))
             case Welcome():
                 self.state = ConnectionState.OPEN
                 self.last_heartbeat_at = now
@@ -279,12 +289,6 @@ class CableClient:
                     )
             case Disconnect():
                 self.state = ConnectionState.CLOSED
-            case Message(identifier):
-                # Rails may deliver a broadcast before the confirm: the channel's
-                # ``subscribed`` broadcasts presence while its streams are still being
-                # registered. Only an identifier we never sent is a violation.
-                if self.subscriptions.get(identifier) not in _RECEIVING:
-                    event = Violation("message for no subscription of ours", len(text))
             case Violation():
                 pass
         self._events.append(event)

@@ -1,6 +1,6 @@
 """The normalised bridge event and its wire envelope (protocol.md §2).
 
-One frozen dataclass for every Chatwoot event: the envelope is the same for all of
+One immutable dataclass for every Chatwoot event: the envelope is the same for all of
 them and ``data`` keeps Chatwoot's push shape, so a class per event name would only
 repeat it. Pure: no I/O, no clock.
 """
@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NewType
+from typing import Any, Final, Literal, NewType
 
 
 AccountId = NewType("AccountId", int)
@@ -84,7 +84,7 @@ def format_time(ts: float) -> str:
 _SECONDS: dict[int, str] = {}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """One Chatwoot event, normalised.
 
@@ -101,17 +101,20 @@ class Event:
         inbox_id: the inbox, when the payload names it (for scopes and filters).
     """
 
-    name: str
-    account_id: AccountId
-    conversation_id: ConversationId | None
-    source: Source
-    occurred_at: float | None
-    received_at: float
-    data: dict[str, Any]
-    dedupe_key: str | None = None
-    version: float | None = None
-    inbox_id: int | None = None
-    known: bool = field(default=True, compare=False)
+    # Final fields rather than ``frozen=True``: as immutable to mypy, while building one
+    # (twice per event on the hot path) costs a plain store per field, not a call to
+    # ``object.__setattr__``.
+    name: Final[str]
+    account_id: Final[AccountId]
+    conversation_id: Final[ConversationId | None]
+    source: Final[Source]
+    occurred_at: Final[float | None]
+    received_at: Final[float]
+    data: Final[dict[str, Any]]
+    dedupe_key: Final[str | None] = None
+    version: Final[float | None] = None
+    inbox_id: Final[int | None] = None
+    known: Final[bool] = field(default=True, compare=False)
 
     def without_data(self, data: dict[str, Any]) -> Event:
         """The same event with other ``data`` (cheaper than ``dataclasses.replace``)."""
@@ -167,5 +170,27 @@ class Entry:
     @classmethod
     def build(cls, epoch: str, seq: int, event: Event) -> Entry:
         """Encode the frame once."""
-        text = json.dumps(event.to_wire(epoch, seq), separators=(",", ":"), ensure_ascii=False)
+        wire = event.to_wire(epoch, seq)
+        try:
+            text = _ENCODER.encode(wire)
+        except ValueError:
+            # A number too large for a float (``1e400`` upstream) became infinity, which
+            # JSON cannot carry (browsers reject ``Infinity``): it goes out as null.
+            text = _ENCODER.encode(_finite(wire))
         return cls(seq, event, text, epoch=epoch)
+
+
+# Compact UTF-8 frames; one encoder for all (``json.dumps`` with arguments builds one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every infinite or NaN float replaced by None (decoded JSON is
+    shallow enough to recurse: the decoder refuses deeper nesting)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -88,38 +88,36 @@ def as_id(value: object) -> int | None:
 def scrub(data: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``data`` without any :data:`SECRET_KEYS`, at any depth.
 
-    Iterative, so a deeply nested payload cannot exhaust the stack.
+    Iterative, so a deeply nested payload cannot exhaust the stack. Each container is
+    copied whole (in C) and then only its nested containers are visited.
     """
-    root: dict[str, Any] = {}
-    stack: list[tuple[Any, Any]] = [(data, root)]
+    root = dict(data)
+    stack: list[dict[str, Any] | list[Any]] = [root]
     while stack:
-        source, target = stack.pop()
-        if type(source) is dict or isinstance(source, Mapping):
-            for key, value in source.items():
-                if key not in SECRET_KEYS:
-                    target[key] = _shell(value, stack)
+        node = stack.pop()
+        if type(node) is dict:
+            for key in SECRET_KEYS:
+                if key in node:
+                    del node[key]
+            items: Iterable[tuple[Any, Any]] = node.items()
         else:
-            target.extend(_shell(value, stack) for value in source)
+            items = enumerate(node)
+        for key, value in items:
+            kind = type(value)
+            if kind in _SCALARS:  # the common case, without the slower ABC checks below
+                continue
+            if kind is dict or isinstance(value, Mapping):
+                nested: dict[str, Any] | list[Any] = dict(value)
+            elif isinstance(value, list):
+                nested = list(value)
+            else:
+                continue
+            node[key] = nested
+            stack.append(nested)
     return root
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def _shell(value: object, stack: list[tuple[Any, Any]]) -> object:
-    """An empty container to be filled later for containers, the value itself otherwise."""
-    kind = type(value)
-    if kind in _SCALARS:  # the common case, without the slower ABC checks below
-        return value
-    if kind is dict or isinstance(value, Mapping):
-        copy: dict[str, Any] = {}
-        stack.append((value, copy))
-        return copy
-    if isinstance(value, list):
-        items: list[Any] = []
-        stack.append((value, items))
-        return items
-    return value
 
 
 def _dig(data: Mapping[str, Any], *path: str) -> object:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Container, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -26,6 +27,16 @@ from bridge.upstream import CableState
 log = structlog.get_logger("bridge.pipeline")
 _EMPTY: dict[str, object] = {}
 _ROOT = logging.getLogger()
+
+
+@dataclass(slots=True)
+class _Counted:
+    """The labelled metric children that each event of one source and event label updates."""
+
+    received: Any
+    published: Any
+    first: Any
+    lag: Any
 
 
 class Pipeline:
@@ -63,12 +74,14 @@ class Pipeline:
         # Labelled metric children, looked up once (``labels()`` costs microseconds per
         # call); label values are bounded (sources, known event names), so is this.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._counted: dict[tuple[str, str], _Counted] = {}
         hub.on_fanout = self._fanned_out
 
     def _fanned_out(self, entries: Sequence[Entry], delivered: int) -> None:
         """The hub wrote ``entries`` (one fan-out, maybe coalesced): ``delivered`` frames."""
         metrics = self.metrics
-        metrics.deliveries.inc(delivered)
+        if delivered:
+            metrics.deliveries.inc(delivered)
         now = self.clock()
         for entry in entries:
             metrics.fanout_latency.observe(max(0.0, now - entry.event.received_at))
@@ -79,6 +92,18 @@ class Pipeline:
         if child is None:
             child = self._children[key] = metric.labels(*values)
         return child
+
+    def _counters(self, source: str, label: str) -> _Counted:
+        counted = self._counted.get((source, label))
+        if counted is None:
+            metrics = self.metrics
+            counted = self._counted[source, label] = _Counted(
+                received=metrics.events_received.labels(source, label),
+                published=metrics.events_published.labels(label),
+                first=metrics.events_first.labels(source),
+                lag=metrics.event_lag.labels(source),
+            )
+        return counted
 
     # UpstreamListener
 
@@ -107,8 +132,8 @@ class Pipeline:
     async def publish(self, event: Event) -> Entry | None:
         """Publish ``event`` unless it duplicates or is older than what clients have."""
         metrics = self.metrics
-        label = event_label(event.name)
-        self._child(metrics.events_received, event.source, label).inc()
+        counted = self._counters(event.source, event_label(event.name))
+        counted.received.inc()
         # Per-event lines only at debug level; the check keeps the hot path cheap.
         debug = _ROOT.isEnabledFor(logging.DEBUG)
         if debug:
@@ -135,11 +160,10 @@ class Pipeline:
             return None
         self.hub.publish(result)
         now = self.clock()
-        self._child(metrics.events_published, label).inc()
-        self._child(metrics.events_first, event.source).inc()
+        counted.published.inc()
+        counted.first.inc()
         if event.occurred_at is not None:
-            lag = self._child(metrics.event_lag, event.source)
-            lag.observe(max(0.0, now - event.occurred_at))
+            counted.lag.observe(max(0.0, now - event.occurred_at))
         self.last_event_at = now
         if debug:
             log.debug("event.published", event_name=event.name[:100], seq=result.seq)

@@ -148,3 +148,30 @@ def test_size_must_be_positive():
     """A zero replay size is a programming error."""
     with pytest.raises(ValueError, match="positive"):
         MemoryEventLog("ep", 0)
+
+
+def test_a_number_too_large_for_a_float_goes_out_as_null():
+    """``1e400`` upstream decodes to infinity, which JSON cannot carry (browsers reject
+    ``Infinity``): the client frame is valid JSON with null in its place."""
+    import json  # noqa: PLC0415
+
+    from bridge import actioncable  # noqa: PLC0415
+
+    frame = actioncable.decode('{"identifier":"x","message":{"big":1e400,"ok":1.5}}')
+    assert isinstance(frame, actioncable.Message)
+    assert frame.payload["big"] == float("inf")
+
+    def strict(name: str) -> None:
+        raise AssertionError(f"not JSON: {name}")
+
+    event = Event(
+        name="message.created",
+        account_id=AccountId(1),
+        conversation_id=ConversationId(2),
+        source="cable",
+        occurred_at=None,
+        received_at=1000.0,
+        data={"big": frame.payload["big"], "deep": [{"nan": float("nan")}], "ok": 1.5},
+    )
+    wire = json.loads(Entry.build("ep", 1, event).text, parse_constant=strict)
+    assert wire["data"] == {"big": None, "deep": [{"nan": None}], "ok": 1.5}
