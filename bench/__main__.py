@@ -21,13 +21,16 @@ import structlog
 from bench import common, fanout, gapfill, polling, upstream_path
 
 
+ALL = ["upstream", "fanout", "coalesce", "gapfill"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "which",
         nargs="*",
-        default=["upstream", "fanout", "coalesce", "gapfill"],
-        choices=["upstream", "fanout", "coalesce", "gapfill"],
+        choices=[*ALL, []],  # argparse checks an empty list against the choices
+        help="benchmarks to run (default: all)",
     )
     parser.add_argument("--levels", default="100,1000,5000", help="fanout: client counts")
     parser.add_argument("--idle", default="1000,5000,10000", help="fanout: idle client counts")
@@ -38,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="traffic per scenario")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
+    args.which = args.which or ALL
     logging.disable(logging.WARNING)
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     results = {"machine": common.machine()}
     if "upstream" in args.which:
         out = asyncio.run(upstream_path.run(args.events))

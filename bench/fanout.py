@@ -328,6 +328,8 @@ async def target(
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 async def idle(

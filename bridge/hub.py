@@ -8,11 +8,11 @@ never delays the others. The hub knows nothing of aiohttp or upstream.
 
 Under bursts the hub *coalesces*: an entry published less than a window after the last
 fan-out waits for the window's end and goes out with the others that came meanwhile, as
-one :class:`Batch` (one socket write per client). The window adapts to the event rate:
-none at or below :attr:`Coalescing.above` events/s, then 0.1 ms per event/s between
-``min_window`` and ``max_window`` (10 to 50 ms). An entry arriving after a quiet window
-goes out at once, so a steady trickle is never delayed (centrifuge's write-delay batching,
-made adaptive).
+one :class:`Batch` (one socket write per client). The window adapts to the load: none
+at or below :attr:`Coalescing.above` events/s, then 0.2 µs per delivery per second
+(events/s times subscribers) between ``min_window`` and ``max_window`` (10 to 50 ms). An
+entry arriving after a quiet window goes out at once, so a steady trickle is never delayed
+(centrifuge's write-delay batching, made adaptive).
 """
 
 from __future__ import annotations
@@ -82,28 +82,36 @@ class Scheduler(Protocol):
 class Coalescing:
     """The adaptive window: how long entries may wait to go out together.
 
+    The window follows the fan-out's load, deliveries per second (event rate times
+    subscribers): ``per_delivery`` seconds of window per delivery/s, between ``min_window``
+    and ``max_window``. What a fan-out costs is about one socket write per client, so it is
+    the deliveries, not the events, that call for batching: 50 events/s is light for 100
+    clients and a full core for 5,000.
+
     Args:
         max_window: the longest wait (s); 0 turns coalescing off.
         min_window: the wait once coalescing starts (s).
-        above: the event rate (per s) over which it starts.
+        above: the event rate (per s) at or below which there is no window.
+        per_delivery: window (s) per delivery per second.
     """
 
     max_window: float = 0.050
     min_window: float = 0.010
     above: float = 10.0
+    per_delivery: float = 2e-7
     # Smoothed seconds between events (exponential moving average over ~10 events).
     _gap: float = field(default=1.0, init=False)
     _last: float | None = field(default=None, init=False)
 
-    def window(self, now: float) -> float:
-        """Note an event at ``now``; the window for the current rate (0: none)."""
+    def window(self, now: float, subscribers: int) -> float:
+        """Note an event at ``now``; the window for the current load (0: none)."""
         if self._last is not None:
             self._gap += 0.1 * (min(now - self._last, 1.0) - self._gap)
         self._last = now
         if self.max_window <= 0 or self._gap * self.above >= 1.0:
             return 0.0
-        rate = 1.0 / max(self._gap, 1e-6)
-        return min(self.max_window, max(self.min_window, rate * 1e-4))
+        deliveries = subscribers / max(self._gap, 1e-6)
+        return min(self.max_window, max(self.min_window, deliveries * self.per_delivery))
 
 
 class Subscriber(Protocol):
@@ -209,7 +217,7 @@ class Hub:
             self._fanout([entry])
             return
         now = scheduler.time()
-        window = self._coalescing.window(now)
+        window = self._coalescing.window(now, len(self._subscribers))
         if self._pending is not None:
             self._pending.append(entry)
             self._pending_bytes += len(entry.text)

@@ -144,20 +144,29 @@ def test_on_fanout_reports_entries_and_deliveries():
 
 
 @pytest.mark.parametrize(
-    ("rate", "window"),
-    [(2.0, 0.0), (9.0, 0.0), (50.0, 0.010), (300.0, 0.030), (2000.0, 0.050)],
+    ("rate", "subscribers", "window"),
+    [
+        (2.0, 5000, 0.0),  # a trickle: none, whatever the clients
+        (9.0, 5000, 0.0),
+        (50.0, 100, 0.010),  # light load: the shortest window
+        (50.0, 1000, 0.010),
+        (100.0, 1000, 0.020),  # 0.2 µs per delivery/s
+        (33.0, 5000, 0.033),
+        (2000.0, 100, 0.040),
+        (400.0, 5000, 0.050),  # at most 50 ms
+    ],
 )
-def test_coalescing_window_follows_the_event_rate(rate, window):
-    """None at low rates, 10 ms from about 10 events/s, 0.1 ms per event/s up to 50 ms."""
+def test_coalescing_window_follows_the_load(rate, subscribers, window):
+    """None at low event rates; above, 0.2 µs per delivery per second, 10 to 50 ms."""
     policy = Coalescing()
-    got = [policy.window(i / rate) for i in range(200)]
+    got = [policy.window(i / rate, subscribers) for i in range(200)]
     assert got[-1] == pytest.approx(window, rel=0.05)
 
 
 def test_coalescing_off_never_waits():
     """max_window 0: every entry goes out at once, whatever the rate."""
     policy = Coalescing(max_window=0.0)
-    assert all(policy.window(i / 5000) == 0.0 for i in range(500))
+    assert all(policy.window(i / 5000, 1000) == 0.0 for i in range(500))
 
 
 def burst_hub(**kwargs) -> tuple[Hub, FakeScheduler]:
