@@ -57,7 +57,7 @@ fmt: install
 test: install system-packages lint typecheck
 	$(BIN)/pytest -q
 
-# Benchmarks (loopback only, a few minutes): tables on stdout, JSON in bench/results/.
+# Benchmarks (loopback only, about 15 minutes): tables on stdout, JSON in bench/results/.
 bench: install
 	env -u PYTHONASYNCIODEBUG $(BIN)/python -m bench
 

@@ -64,13 +64,14 @@ class Stats:
 
 
 class Client(asyncio.Protocol):
-    __slots__ = ("_request", "open", "sampled", "stats", "tail", "transport", "upgraded")
+    __slots__ = ("_request", "open", "partial", "sampled", "stats", "tail", "transport", "upgraded")
 
     def __init__(self, stats: Stats, sampled: bool, request: bytes) -> None:
         self.stats = stats
         self.sampled = sampled
         self.transport: asyncio.Transport | None = None
         self.tail = b""
+        self.partial = b""
         self.upgraded = False
         self.open: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._request = request
@@ -94,26 +95,37 @@ class Client(asyncio.Protocol):
             if not self.open.done():
                 self.open.set_result(None)  # the welcome frame follows
         chunk = self.tail + data
-        count = chunk.count(MARK)
-        if count:
-            self.stats.frames += count
-            if self.sampled:
-                now = time.time()
-                at = chunk.find(MARK)
-                while at >= 0:
-                    start = at + len(MARK)
-                    text = chunk[start : start + STAMP_LEN]
-                    if len(text) == STAMP_LEN:
-                        self.stats.latencies.append(now - float(text))
-                    at = chunk.find(MARK, start)
-        self.tail = chunk[-(len(MARK) + STAMP_LEN) :]
+        self.stats.frames += chunk.count(MARK)
+        # A ping split across reads is seen whole here (one seen twice gets two pongs:
+        # unsolicited pongs are allowed, RFC 6455 §5.5.3).
+        ping = PING in chunk
+        # Carried over: too short to hold a whole marker (so none is counted twice), long
+        # enough to complete one split across reads.
+        self.tail = chunk[-(len(MARK) - 1) :]
+        if self.sampled:
+            self._sample(data)
         transport = self.transport
         if transport is not None:
-            if PING in data:
+            if ping:
                 transport.write(PONG)
             if not self.sampled:
                 transport.pause_reading()
                 self.stats.paused.append(transport)
+
+    def _sample(self, data: bytes) -> None:
+        """Latency of each event in ``data``, completing a send time split across reads."""
+        text = self.partial + data
+        self.partial = text[-(len(MARK) - 1) :]
+        now = time.time()
+        at = text.find(MARK)
+        while at >= 0:
+            start = at + len(MARK)
+            stamp = text[start : start + STAMP_LEN]
+            if len(stamp) < STAMP_LEN:
+                self.partial = text[at:]  # finished by the next read
+                break
+            self.stats.latencies.append(now - float(stamp))
+            at = text.find(MARK, start)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.upgraded:
