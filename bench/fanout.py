@@ -38,9 +38,10 @@ from bench.common import (
     percentile,
     raise_fd_limit,
     rss_kib,
+    simulator,
     wait_ready,
 )
-from bridge.simulator import SimConfig, Simulator, build_app
+from bridge.simulator import SimConfig, Simulator
 from bridge.simulator.entities import Broadcast
 
 
@@ -271,19 +272,9 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def emitter() -> AsyncIterator[tuple[Emitter, str, str]]:
-    from aiohttp import web  # noqa: PLC0415
-
     cfg = SimConfig(port=0, rate=0, seed=7, accounts=(1,), conversations_per_account=CONVERSATIONS)
-    app, sim = build_app(cfg)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield Emitter(sim), f"http://{host}:{port}", cfg.api_token
-    finally:
-        await runner.cleanup()
+    async with simulator(cfg) as (sim, url):
+        yield Emitter(sim), url, cfg.api_token
 
 
 @contextlib.asynccontextmanager

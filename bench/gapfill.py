@@ -19,18 +19,17 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from websockets.asyncio.client import connect
 
+from bench import common
 from bench.common import Row, percentile
 from bridge import config
 from bridge.app import Bridge
-from bridge.simulator import SimConfig, Simulator, build_app
+from bridge.simulator import SimConfig, Simulator
 
 
 PER_ACCOUNT = 10
@@ -67,20 +66,10 @@ class Outcome:
         )
 
 
-@contextlib.asynccontextmanager
-async def simulator(seed: int) -> AsyncIterator[tuple[Simulator, str]]:
-    app, sim = build_app(
+def simulator(seed: int) -> contextlib.AbstractAsyncContextManager[tuple[Simulator, str]]:
+    return common.simulator(
         SimConfig(port=0, rate=0, seed=seed, conversations_per_account=PER_ACCOUNT)
     )
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield sim, f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 def rest_requests(sim: Simulator, since: int) -> int:
