@@ -147,6 +147,10 @@ class ServerConfig:
     client_buffer_bytes: int = 1024 * 1024
     # Largest client frame, bytes (64 KiB); larger ones close with 1009.
     client_max_frame_bytes: int = 64 * 1024
+    # Offer per-message deflate (BRIDGE_CLIENT_COMPRESSION): welcome, replay, history and
+    # results go compressed; live events stay shared uncompressed frames. About 300 KiB of
+    # zlib state per client that accepts it, so off by default.
+    client_compression: bool = False
     # Grace period for shutdown, s (5).
     shutdown_grace: float = 5.0
 
@@ -299,6 +303,7 @@ KNOWN_VARIABLES = frozenset(
         "BRIDGE_REST_CONCURRENCY",
         "BRIDGE_CLIENT_BUFFER_BYTES",
         "BRIDGE_CLIENT_MAX_FRAME_BYTES",
+        "BRIDGE_CLIENT_COMPRESSION",
         "BRIDGE_SHUTDOWN_GRACE_MS",
         "BRIDGE_AUTH",
         "BRIDGE_CLIENTS",
@@ -571,6 +576,7 @@ def load(
         client_max_frame_bytes=r.get(
             "BRIDGE_CLIENT_MAX_FRAME_BYTES", _positive_int, 64 * 1024, "must be a positive integer"
         ),
+        client_compression=r.get("BRIDGE_CLIENT_COMPRESSION", _switch, False, "must be on or off"),
         shutdown_grace=r.get(
             "BRIDGE_SHUTDOWN_GRACE_MS", _ms, 5.0, "must be a positive number of ms"
         ),

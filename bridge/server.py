@@ -253,7 +253,12 @@ class LocalServer:
         ws = web.WebSocketResponse(
             autoping=True,
             heartbeat=self.limits.ping_interval or None,
-            compress=False,
+            # Per-message deflate only when switched on. Live events are prepared frames
+            # written without compression (RFC 7692 lets any message go uncompressed, and
+            # the client's inflate window only spans compressed ones), so they stay encoded
+            # once for every client; what aiohttp sends (welcome, replay, results) is
+            # compressed.
+            compress=self.cfg.client_compression,
             max_msg_size=self.cfg.client_max_frame_bytes,
             timeout=2.0,
         )

@@ -263,3 +263,11 @@ def test_coalescing_window():
     assert config.load({**BASE, "BRIDGE_COALESCE_MAX_MS": "20"}).limits.coalesce_max == 0.020
     with pytest.raises(config.ConfigError, match="BRIDGE_COALESCE_MAX_MS"):
         config.load({**BASE, "BRIDGE_COALESCE_MAX_MS": "soon"})
+
+
+def test_compression_is_an_opt_in():
+    """Per-message deflate is off unless switched on."""
+    assert config.load(BASE).server.client_compression is False
+    assert config.load({**BASE, "BRIDGE_CLIENT_COMPRESSION": "on"}).server.client_compression
+    with pytest.raises(config.ConfigError, match="BRIDGE_CLIENT_COMPRESSION"):
+        config.load({**BASE, "BRIDGE_CLIENT_COMPRESSION": "gzip"})
