@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -10,15 +9,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-from aiohttp import web
-
-from bridge.simulator import SimConfig, Simulator, build_app
 
 
 RESULTS = Path(__file__).parent / "results"
@@ -157,18 +151,3 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.asynccontextmanager
-async def simulator(cfg: SimConfig) -> AsyncIterator[tuple[Simulator, str]]:
-    """The bundled simulator in this process on a free loopback port: (sim, base URL)."""
-    app, sim = build_app(cfg)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield sim, f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()

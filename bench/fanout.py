@@ -38,10 +38,9 @@ from bench.common import (
     percentile,
     raise_fd_limit,
     rss_kib,
-    simulator,
     wait_ready,
 )
-from bridge.simulator import SimConfig, Simulator
+from bridge.simulator import SimConfig, Simulator, running
 from bridge.simulator.entities import Broadcast
 
 
@@ -273,7 +272,7 @@ class Rig:
 @contextlib.asynccontextmanager
 async def emitter() -> AsyncIterator[tuple[Emitter, str, str]]:
     cfg = SimConfig(port=0, rate=0, seed=7, accounts=(1,), conversations_per_account=CONVERSATIONS)
-    async with simulator(cfg) as (sim, url):
+    async with running(cfg) as (sim, url):
         yield Emitter(sim), url, cfg.api_token
 
 

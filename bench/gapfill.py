@@ -25,11 +25,10 @@ from typing import Any
 import aiohttp
 from websockets.asyncio.client import connect
 
-from bench import common
 from bench.common import Row, percentile
 from bridge import config
 from bridge.app import Bridge
-from bridge.simulator import SimConfig, Simulator
+from bridge.simulator import SimConfig, Simulator, running
 
 
 PER_ACCOUNT = 10
@@ -67,9 +66,7 @@ class Outcome:
 
 
 def simulator(seed: int) -> contextlib.AbstractAsyncContextManager[tuple[Simulator, str]]:
-    return common.simulator(
-        SimConfig(port=0, rate=0, seed=seed, conversations_per_account=PER_ACCOUNT)
-    )
+    return running(SimConfig(port=0, rate=0, seed=seed, conversations_per_account=PER_ACCOUNT))
 
 
 def rest_requests(sim: Simulator, since: int) -> int:

@@ -1,12 +1,14 @@
 """Composition of the simulator: the aiohttp application and its server lifetime.
 
-Owns ``build_app`` (routes, middleware, background tasks tied to the app's lifetime) and
-``serve`` (listen until told to stop). Must not contain simulation logic.
+Owns ``build_app`` (routes, middleware, background tasks tied to the app's lifetime),
+``running`` (listening for the length of a block) and ``serve`` (listen until told to
+stop). Must not contain simulation logic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -18,7 +20,7 @@ from bridge.simulator.config import SimConfig
 from bridge.simulator.sim import Simulator
 
 
-__all__ = ["SimConfig", "build_app", "serve"]
+__all__ = ["SimConfig", "build_app", "running", "serve"]
 
 _log = structlog.get_logger("bridge.simulator")
 
@@ -60,6 +62,25 @@ def build_app(
     return app, sim
 
 
+@contextlib.asynccontextmanager
+async def running(
+    cfg: SimConfig, *, shutdown_timeout: float = 2.0
+) -> AsyncIterator[tuple[Simulator, str]]:
+    """Listen on ``cfg.host:cfg.port`` (0: a free port) for the block: (simulator, base URL)."""
+    app, sim = build_app(cfg)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, cfg.host, cfg.port)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield sim, f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
 async def serve(
     cfg: SimConfig, stop: asyncio.Event, *, on_ready: Callable[[str], None] | None = None
 ) -> None:
@@ -70,17 +91,8 @@ async def serve(
         stop: Set it to stop the server.
         on_ready: Called once with the base URL (real port included) when listening.
     """
-    app, _sim = build_app(cfg)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, cfg.host, cfg.port)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    async with running(cfg, shutdown_timeout=5.0) as (_sim, url):
         _log.info("sim.ready", url=url)
         if on_ready is not None:
             on_ready(url)
         await stop.wait()
-    finally:
-        await runner.cleanup()

@@ -13,15 +13,13 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import websockets
-from aiohttp import web
 from websockets.asyncio.client import ClientConnection, connect
 
-from bridge.simulator import SimConfig, Simulator, build_app
+from bridge.simulator import SimConfig, Simulator, running
 from tests.helpers import running_bridge
 from tests.secrets import observe_frame
 
@@ -203,23 +201,15 @@ class ChaosReport:
         return "\n".join(lines)
 
 
-@contextlib.asynccontextmanager
-async def simulator(seed: int, per_account: int) -> AsyncIterator[tuple[Simulator, str]]:
+def simulator(
+    seed: int, per_account: int
+) -> contextlib.AbstractAsyncContextManager[tuple[Simulator, str]]:
     """The simulator on a free loopback port, no generated traffic, fast pings."""
-    app, sim = build_app(
+    return running(
         SimConfig(
             port=0, rate=0, ping_interval=0.1, seed=seed, conversations_per_account=per_account
         )
     )
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield sim, f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 async def _traffic(

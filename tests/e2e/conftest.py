@@ -6,9 +6,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from aiohttp import web
 
-from bridge.simulator import SimConfig, Simulator, build_app
+from bridge.simulator import SimConfig, Simulator, running
 
 
 @dataclass
@@ -27,13 +26,5 @@ class RunningSim:
 async def simulator() -> AsyncIterator[RunningSim]:
     """The Chatwoot simulator with no generated traffic and fast pings."""
     cfg = SimConfig(port=0, rate=0, ping_interval=0.2, seed=7)
-    app, sim = build_app(cfg)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield RunningSim(sim, f"http://{host}:{port}", cfg)
-    finally:
-        await runner.cleanup()
+    async with running(cfg) as (sim, url):
+        yield RunningSim(sim, url, cfg)
